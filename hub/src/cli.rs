@@ -1,0 +1,124 @@
+//! The `switchboard` command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, Overrides};
+
+/// Exit code for a configuration error (sysexits `EX_USAGE`).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for a failure to start or to run.
+const EXIT_FAILURE: u8 = 1;
+
+/// Switchboard: a realtime pub/sub hub over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML config file; without it the built-in defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// WebSocket listen address (key `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Worker threads (key `workers`).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// This node's id (key `node_id`).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Log format: text or json (key `log_format`).
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter, e.g. info or debug (key `log_level`).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+/// Runs the command line; `main.rs` returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let overrides = Overrides {
+        listen: args.listen,
+        workers: args.workers,
+        node_id: args.node_id,
+        log_format: args.log_format,
+        log_level: args.log_level,
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(&config);
+    let listener = match crate::bind_listener(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %config.listen, error = %e, "cannot listen");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let system = actix_rt::System::new();
+    match system.block_on(crate::serve(config, listener, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "hub failed");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT: the only place the hub listens for signals.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,402 @@
+//! Configuration: a TOML file (optional), then `SWITCHBOARD_*` environment variables, then CLI
+//! flags, each overriding the one before, validated into one [`Config`].
+//!
+//! All three sources are merged as TOML values before anything is typed, so a bad value from any
+//! source gets the same error, naming the key it was given for.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// Prefix of every environment variable the hub reads: `SWITCHBOARD_<KEY>` for each config key.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// Default WebSocket listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default WebSocket path.
+pub const DEFAULT_WS_PATH: &str = "/ws";
+/// Default ping interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
+/// Default capacity of a session's outgoing queue, in messages.
+pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
+/// Default capacity of a room's queue of publishes waiting for fan-out, per worker.
+pub const DEFAULT_ROOM_QUEUE_CAPACITY: usize = 1024;
+/// Default largest accepted WebSocket message, and largest `message` frame sent.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default largest number of rooms one session may be subscribed to.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1000;
+/// Default largest number of concurrent sessions on one node.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default time over which sessions are closed on shutdown.
+pub const DEFAULT_SHUTDOWN_WINDOW: Duration = Duration::from_secs(5);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration of a hub.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the WebSocket listener.
+    pub listen: SocketAddr,
+    /// Path that WebSocket clients connect to.
+    pub ws_path: String,
+    /// Number of worker threads serving sessions.
+    pub workers: usize,
+    /// This node's id, shown in `welcome` frames and logs.
+    pub node_id: String,
+    /// Interval of server pings; a session silent for twice this is closed.
+    pub heartbeat: Duration,
+    /// Capacity of each session's outgoing queue, in messages; a session whose queue is full is
+    /// closed as a slow consumer.
+    pub outbox_capacity: usize,
+    /// Capacity of each room's per-worker queue; a publisher finding it full waits for room.
+    pub room_queue_capacity: usize,
+    /// Largest accepted WebSocket message (after reassembly) and largest `message` frame sent.
+    pub max_message_bytes: usize,
+    /// Largest number of subscriptions per session.
+    pub max_subscriptions: usize,
+    /// Largest number of concurrent sessions on this node; handshakes beyond it get 503.
+    pub max_connections: usize,
+    /// Time over which sessions are closed on shutdown, so clients do not reconnect at once.
+    pub shutdown_window: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `switchboard_hub=debug,info`, ...).
+    pub log_level: String,
+}
+
+/// A configuration that could not be loaded, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The merged configuration is not valid TOML of the expected shape.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A key has a value outside its allowed range.
+    #[error("invalid config: key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The keys of the configuration, each with the TOML type its environment variable is read as.
+const KEYS: &[(&str, ValueKind)] = &[
+    ("listen", ValueKind::String),
+    ("ws_path", ValueKind::String),
+    ("workers", ValueKind::Number),
+    ("node_id", ValueKind::String),
+    ("heartbeat", ValueKind::Number),
+    ("outbox_capacity", ValueKind::Number),
+    ("room_queue_capacity", ValueKind::Number),
+    ("max_message_bytes", ValueKind::Number),
+    ("max_subscriptions", ValueKind::Number),
+    ("max_connections", ValueKind::Number),
+    ("shutdown_window", ValueKind::Number),
+    ("log_format", ValueKind::String),
+    ("log_level", ValueKind::String),
+];
+
+#[derive(Clone, Copy)]
+enum ValueKind {
+    String,
+    Number,
+}
+
+/// The raw file shape: every key optional, unknown keys refused (a typo must not pass silently).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    ws_path: Option<String>,
+    workers: Option<i64>,
+    node_id: Option<String>,
+    heartbeat: Option<f64>,
+    outbox_capacity: Option<i64>,
+    room_queue_capacity: Option<i64>,
+    max_message_bytes: Option<i64>,
+    max_subscriptions: Option<i64>,
+    max_connections: Option<i64>,
+    shutdown_window: Option<f64>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+}
+
+/// Overrides given on the command line; `None` leaves the key to the file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--workers`
+    pub workers: Option<usize>,
+    /// `--node-id`
+    pub node_id: Option<String>,
+    /// `--log-format`
+    pub log_format: Option<String>,
+    /// `--log-level`
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration from an optional file, the process environment and `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Config::from_sources(&text, std::env::vars(), overrides)
+    }
+
+    /// Builds a configuration from TOML text, environment variables and CLI overrides.
+    pub fn from_sources(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(toml_text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            // Variables for keys this version does not know (for instance ones read by other
+            // tools) are left alone rather than refused.
+            if let Some((key, kind)) = KEYS.iter().find(|(k, _)| *k == key) {
+                table.insert((*key).to_owned(), env_value(*kind, &value));
+            }
+        }
+        let mut set = |key: &str, value: toml::Value| {
+            table.insert(key.to_owned(), value);
+        };
+        if let Some(v) = &overrides.listen {
+            set("listen", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = overrides.workers {
+            set("workers", toml::Value::Integer(v as i64));
+        }
+        if let Some(v) = &overrides.node_id {
+            set("node_id", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &overrides.log_format {
+            set("log_format", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &overrides.log_level {
+            set("log_level", toml::Value::String(v.clone()));
+        }
+        let raw: FileConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// A config with every default, as `switchboard serve` uses with no file.
+    pub fn defaults() -> Config {
+        // The empty file and no environment always validate; a failure here is a bug in the
+        // defaults themselves, which the unit tests cover.
+        FileConfig::default()
+            .validate()
+            .unwrap_or_else(|e| panic!("built-in defaults are invalid: {e}"))
+    }
+}
+
+fn env_value(kind: ValueKind, value: &str) -> toml::Value {
+    match kind {
+        ValueKind::String => toml::Value::String(value.to_owned()),
+        ValueKind::Number => {
+            let value = value.trim();
+            if let Ok(i) = value.parse::<i64>() {
+                toml::Value::Integer(i)
+            } else if let Ok(f) = value.parse::<f64>() {
+                toml::Value::Float(f)
+            } else {
+                // Kept as a string so the type error names the key.
+                toml::Value::String(value.to_owned())
+            }
+        }
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+fn int_in(
+    key: &'static str,
+    v: Option<i64>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    match usize::try_from(v) {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(invalid(key, format!("{v} is out of range {min}..={max}"))),
+    }
+}
+
+fn secs_in(
+    key: &'static str,
+    v: Option<f64>,
+    default: Duration,
+    min: f64,
+    max: f64,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = v else { return Ok(default) };
+    if !(v.is_finite() && v >= min && v <= max) {
+        return Err(invalid(
+            key,
+            format!("{v} seconds is out of range {min}..={max}"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl FileConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_text:?} is not an address like 0.0.0.0:8080"),
+            )
+        })?;
+        let ws_path = self.ws_path.unwrap_or_else(|| DEFAULT_WS_PATH.to_owned());
+        if !ws_path.starts_with('/') || ws_path.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "ws_path",
+                format!("{ws_path:?} must start with / and hold no spaces"),
+            ));
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = int_in("workers", self.workers, cpus, 1, 1024)?;
+        let node_id = match self.node_id {
+            Some(id) => id,
+            None => default_node_id(),
+        };
+        if node_id.is_empty()
+            || node_id.len() > 64
+            || !node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "node_id",
+                format!("{node_id:?} must be 1 to 64 of A-Z a-z 0-9 - _ ."),
+            ));
+        }
+        let heartbeat = secs_in("heartbeat", self.heartbeat, DEFAULT_HEARTBEAT, 0.01, 3600.0)?;
+        let outbox_capacity = int_in(
+            "outbox_capacity",
+            self.outbox_capacity,
+            DEFAULT_OUTBOX_CAPACITY,
+            1,
+            1 << 20,
+        )?;
+        let room_queue_capacity = int_in(
+            "room_queue_capacity",
+            self.room_queue_capacity,
+            DEFAULT_ROOM_QUEUE_CAPACITY,
+            1,
+            1 << 20,
+        )?;
+        let max_message_bytes = int_in(
+            "max_message_bytes",
+            self.max_message_bytes,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            1024,
+            16 << 20,
+        )?;
+        let max_subscriptions = int_in(
+            "max_subscriptions",
+            self.max_subscriptions,
+            DEFAULT_MAX_SUBSCRIPTIONS,
+            1,
+            1_000_000,
+        )?;
+        let max_connections = int_in(
+            "max_connections",
+            self.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1,
+            100_000_000,
+        )?;
+        let shutdown_window = secs_in(
+            "shutdown_window",
+            self.shutdown_window,
+            DEFAULT_SHUTDOWN_WINDOW,
+            0.0,
+            3600.0,
+        )?;
+        let log_format = match self.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log_format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ))
+            }
+        };
+        let log_level = self.log_level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(invalid(
+                "log_level",
+                format!("{log_level:?} is not a log filter"),
+            ));
+        }
+        Ok(Config {
+            listen,
+            ws_path,
+            workers,
+            node_id,
+            heartbeat,
+            outbox_capacity,
+            room_queue_capacity,
+            max_message_bytes,
+            max_subscriptions,
+            max_connections,
+            shutdown_window,
+            log_format,
+            log_level,
+        })
+    }
+}
+
+/// The host name, cleaned to the node-id alphabet, or `node` when there is none.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "node".to_owned()
+    } else {
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests;

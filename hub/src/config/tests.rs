@@ -1,0 +1,81 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Config::from_sources(toml, env, &Overrides::default())
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.ws_path, "/ws");
+    assert_eq!(c.heartbeat, Duration::from_secs(25));
+    assert_eq!(c.outbox_capacity, 256);
+    assert_eq!(c.max_message_bytes, 65536);
+    assert_eq!(c.max_subscriptions, 1000);
+    assert!(c.workers >= 1);
+    assert_eq!(Config::defaults().ws_path, "/ws");
+}
+
+#[test]
+fn env_overrides_file_and_cli_overrides_env() {
+    let c = load(
+        "workers = 3\nheartbeat = 10",
+        &[
+            ("SWITCHBOARD_WORKERS", "5"),
+            ("SWITCHBOARD_HEARTBEAT", "0.5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.workers, 5);
+    assert_eq!(c.heartbeat, Duration::from_millis(500));
+    let over = Overrides {
+        workers: Some(7),
+        ..Overrides::default()
+    };
+    let c = Config::from_sources(
+        "workers = 3",
+        [("SWITCHBOARD_WORKERS".to_owned(), "5".to_owned())],
+        &over,
+    )
+    .unwrap();
+    assert_eq!(c.workers, 7);
+}
+
+#[test]
+fn unknown_file_key_is_refused_by_name() {
+    let e = load("wrokers = 2", &[]).unwrap_err().to_string();
+    assert!(e.contains("wrokers"), "{e}");
+}
+
+#[test]
+fn mistyped_env_value_names_the_key() {
+    let e = load("", &[("SWITCHBOARD_WORKERS", "many")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("workers"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_name_the_key() {
+    for (toml, key) in [
+        ("workers = 0", "workers"),
+        ("heartbeat = -1", "heartbeat"),
+        ("listen = \"nowhere\"", "listen"),
+        ("ws_path = \"ws\"", "ws_path"),
+        ("log_format = \"xml\"", "log_format"),
+        ("max_message_bytes = 10", "max_message_bytes"),
+        ("node_id = \"a b\"", "node_id"),
+    ] {
+        let e = load(toml, &[]).unwrap_err().to_string();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+}
+
+#[test]
+fn unrelated_env_variables_are_ignored() {
+    assert!(load("", &[("SWITCHBOARD_SOMETHING_ELSE", "x"), ("PATH", "/bin")]).is_ok());
+}

@@ -1,0 +1,78 @@
+//! The Switchboard hub: WebSocket sessions, rooms and the node-wide broadcaster, as actix actors.
+//!
+//! # Layout
+//! - `cli.rs`: the `switchboard` command line (`main.rs` only calls it).
+//! - `config.rs`: [`config::Config`], merged from a TOML file, `SWITCHBOARD_*` variables and flags.
+//! - `server.rs`: [`serve`], which runs the hub on an already-bound listener until a shutdown
+//!   future resolves; the HTTP wiring and the handshake route.
+//! - `node.rs`: [`Node`], the state every worker shares (config, broadcaster, sessions, counters).
+//! - `session/`: the `WsSession` actor, one per connection; `session/transport.rs` is the only
+//!   user of actix-web-actors.
+//! - `worker.rs`: `WorkerRooms`, the rooms of one worker thread.
+//! - `room.rs`: the `Room` actor, one per room per worker, fanning out to that worker's members.
+//! - `broadcaster.rs`: `Broadcaster`, which workers have members of which room.
+//! - `messages.rs`: the messages actors exchange.
+//! - `shutdown.rs`: the drain, closing sessions spread over a window.
+//! - `stats.rs`: node-wide counters.
+//!
+//! # The path of a publish
+//! The publishing session validates the frame and encodes the outgoing `message` frame once. For
+//! scope `worker` it hands the frame to its own worker's `Room`; for `node` (and `cluster`, until
+//! a cluster broker exists) the broadcaster hands it to the `Room` of every worker with members.
+//! Each room `try_send`s the shared frame to its members' bounded mailboxes; a member whose
+//! mailbox is full is evicted and closed with 4000. No queue on this path is unbounded: room
+//! mailboxes make publishers wait, session mailboxes evict the session.
+//!
+//! `docs/ACTORS.md` records which actor sends to which, and how.
+
+pub mod cli;
+pub mod config;
+
+mod broadcaster;
+mod messages;
+mod node;
+mod room;
+mod server;
+mod session;
+mod shutdown;
+mod stats;
+mod worker;
+
+use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
+
+pub use node::Node;
+pub use server::{bind_listener, serve};
+pub use stats::Stats;
+
+/// A session's id, unique within the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionId(pub(crate) u64);
+
+/// A validated room name, cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RoomName(Arc<str>);
+
+impl From<&str> for RoomName {
+    fn from(s: &str) -> Self {
+        RoomName(Arc::from(s))
+    }
+}
+
+impl Borrow<str> for RoomName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for RoomName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,33 @@
+//! Messages between actors. These are never wire types: what reaches a client is encoded once by
+//! `switchboard-protocol` and carried here as shared bytes.
+
+use actix::Message;
+use bytestring::ByteString;
+
+/// An encoded frame, shared by reference count between every recipient of one publish.
+pub(crate) type Frame = ByteString;
+
+/// To a [`crate::room::Room`]: deliver this frame to every member on the room's worker.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Fanout(pub(crate) Frame);
+
+/// To a session: write this frame.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver(pub(crate) Frame);
+
+/// To a session: its outgoing queue overflowed; close it with the slow-consumer code.
+///
+/// Sent at most once per session (guarded by the member's `evicted` flag), so it may bypass the
+/// mailbox capacity: the queue it joins cannot grow by more than one.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Evict;
+
+/// To a session: the node is shutting down; close with 1001 "going away".
+///
+/// Sent at most once per session by the drain, so it may bypass the mailbox capacity.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct GoAway;

@@ -1,0 +1,103 @@
+//! [`Node`]: the state shared by every worker of one hub process.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use actix::Addr;
+use dashmap::DashMap;
+
+use crate::{
+    broadcaster::Broadcaster, config::Config, session::WsSession, stats::Stats, SessionId,
+};
+
+/// Node-wide state: configuration, the broadcaster, the live sessions and the counters.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) config: Config,
+    pub(crate) broadcaster: Broadcaster,
+    /// Every live session, for shutdown (and, later, the admin API).
+    pub(crate) sessions: DashMap<SessionId, Addr<WsSession>>,
+    connections: AtomicUsize,
+    draining: AtomicBool,
+    next_session: AtomicU64,
+    /// Distinguishes this process's session ids from those of earlier runs and other nodes.
+    instance: u32,
+    /// The node's counters.
+    pub stats: Stats,
+}
+
+impl Node {
+    /// A node with no sessions.
+    pub fn new(config: Config) -> Arc<Node> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+        let instance = nanos ^ std::process::id().rotate_left(16);
+        Arc::new(Node {
+            config,
+            broadcaster: Broadcaster::default(),
+            sessions: DashMap::new(),
+            connections: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            next_session: AtomicU64::new(1),
+            instance,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of open sessions.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Number of rooms with at least one member on this node.
+    pub fn rooms(&self) -> usize {
+        self.broadcaster.room_count()
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Reserves a connection slot, or `None` when the node is at `max_connections`.
+    pub(crate) fn try_acquire_slot(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.config.max_connections;
+        let prev = self.connections.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnectionSlot(self.clone()))
+    }
+
+    /// A fresh session id and its wire form.
+    pub(crate) fn next_session_id(&self) -> (SessionId, String) {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        (SessionId(n), format!("{:08x}-{n}", self.instance))
+    }
+}
+
+/// One of the node's `max_connections` slots, released on drop.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot(Arc<Node>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,375 @@
+//! [`WsSession`]: one actor per WebSocket connection.
+//!
+//! A session decodes client frames, keeps its subscriptions (joining and leaving its worker's
+//! rooms synchronously), encodes each publish once and hands it to the rooms, and writes the
+//! frames its rooms deliver. Its mailbox is its outgoing queue: bounded by `outbox_capacity`,
+//! filled by rooms with `try_send`; when it is full the room evicts the session, which then
+//! closes with 4000 "slow consumer".
+//!
+//! If the client stops reading altogether, actix-http stops polling the session (its write buffer
+//! is full), so not even a close frame can be written. Such a connection is dropped by the kernel:
+//! every socket gets `TCP_USER_TIMEOUT` of twice the heartbeat (see `crate::server`).
+
+mod reassembly;
+mod transport;
+
+use std::{
+    cell::Cell,
+    collections::HashSet,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::SendError;
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Running, StreamHandler, WrapFuture,
+};
+use actix_http::ws::ProtocolError;
+use actix_web::{HttpRequest, HttpResponse};
+use switchboard_protocol::{
+    close, decode, ClientFrame, ErrorCode, Publish, Scope, ServerFrame, Welcome,
+};
+
+use crate::{
+    messages::{Deliver, Evict, Fanout, Frame, GoAway},
+    node::{ConnectionSlot, Node},
+    room::{Member, Room},
+    stats::Stats,
+    worker::WorkerRooms,
+    RoomName, SessionId,
+};
+
+use self::{
+    reassembly::{Assembled, Reassembly},
+    transport::{close_code_for, close_reason, Item, Message, Verdict, WsContext},
+};
+
+/// State a session shares with the rooms it is a member of (same thread).
+#[derive(Debug, Default)]
+pub(crate) struct MemberFlags {
+    /// Set by the first room that found the session's queue full.
+    pub(crate) evicted: Cell<bool>,
+}
+
+/// One WebSocket connection.
+#[derive(Debug)]
+pub(crate) struct WsSession {
+    id: SessionId,
+    /// The id as clients see it (`welcome.session`, `message.from`).
+    label: String,
+    node: Arc<Node>,
+    worker: Rc<WorkerRooms>,
+    subscriptions: HashSet<RoomName>,
+    flags: Rc<MemberFlags>,
+    last_heard: Instant,
+    fragments: Option<Reassembly>,
+    verdict: Verdict,
+    closing: bool,
+    _slot: ConnectionSlot,
+}
+
+/// Upgrades `req` to a WebSocket session on the current worker.
+pub(crate) fn accept(
+    req: &HttpRequest,
+    payload: actix_web::web::Payload,
+    node: Arc<Node>,
+    worker: Rc<WorkerRooms>,
+    slot: ConnectionSlot,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (id, label) = node.next_session_id();
+    let verdict = Verdict::default();
+    let max = node.config.max_message_bytes;
+    let session = WsSession {
+        id,
+        label,
+        node,
+        worker,
+        subscriptions: HashSet::new(),
+        flags: Rc::default(),
+        last_heard: Instant::now(),
+        fragments: None,
+        verdict: verdict.clone(),
+        closing: false,
+        _slot: slot,
+    };
+    transport::start(session, req, payload, max, verdict)
+}
+
+impl Actor for WsSession {
+    type Context = WsContext;
+
+    fn started(&mut self, ctx: &mut WsContext) {
+        ctx.set_mailbox_capacity(self.node.config.outbox_capacity);
+        Stats::add(&self.node.stats.sessions_opened, 1);
+        self.node.sessions.insert(self.id, ctx.address());
+        let welcome = ServerFrame::Welcome(Welcome {
+            session: &self.label,
+            node: &self.node.config.node_id,
+            worker: self.worker.index(),
+            heartbeat_secs: self.node.config.heartbeat.as_secs_f64(),
+        });
+        ctx.text(welcome.encode());
+        let heartbeat = self.node.config.heartbeat;
+        ctx.run_interval(heartbeat, move |act, ctx| act.heartbeat(heartbeat, ctx));
+        tracing::debug!(session = %self.label, worker = self.worker.index(), "session opened");
+    }
+
+    fn stopping(&mut self, _: &mut WsContext) -> Running {
+        self.leave_all();
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut WsContext) {
+        self.leave_all();
+        self.node.sessions.remove(&self.id);
+        Stats::add(&self.node.stats.sessions_closed, 1);
+        tracing::debug!(session = %self.label, "session closed");
+    }
+}
+
+impl WsSession {
+    fn heartbeat(&mut self, interval: Duration, ctx: &mut WsContext) {
+        if self.last_heard.elapsed() > interval * 2 {
+            Stats::add(&self.node.stats.heartbeat_timeouts, 1);
+            tracing::debug!(session = %self.label, "heartbeat timeout");
+            self.close(
+                ctx,
+                close::HEARTBEAT_TIMEOUT,
+                close::HEARTBEAT_TIMEOUT_REASON,
+            );
+            return;
+        }
+        ctx.ping(b"");
+    }
+
+    fn close(&mut self, ctx: &mut WsContext, code: u16, reason: &str) {
+        if !self.closing {
+            self.closing = true;
+            ctx.close(Some(close_reason(code, reason)));
+        }
+        ctx.stop();
+    }
+
+    fn leave_all(&mut self) {
+        for room in self.subscriptions.drain() {
+            self.worker.leave(&room, self.id);
+        }
+    }
+
+    fn send_error(&self, ctx: &mut WsContext, id: Option<u64>, code: ErrorCode, message: &str) {
+        ctx.text(ServerFrame::Error { id, code, message }.encode());
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut WsContext) {
+        let frame = match decode(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.send_error(ctx, e.id, e.code, &e.message),
+        };
+        match frame {
+            ClientFrame::Subscribe { room, id } => self.subscribe(&room, id, ctx),
+            ClientFrame::Unsubscribe { room, id } => {
+                if self.subscriptions.remove(&*room) {
+                    self.worker.leave(&room, self.id);
+                    ctx.text(ServerFrame::Ack { id }.encode());
+                } else {
+                    self.send_error(
+                        ctx,
+                        id,
+                        ErrorCode::NotSubscribed,
+                        "not subscribed to this room",
+                    );
+                }
+            }
+            ClientFrame::Publish(publish) => self.publish(publish, ctx),
+            ClientFrame::Ping { id } => ctx.text(ServerFrame::Pong { id }.encode()),
+        }
+    }
+
+    fn subscribe(&mut self, room: &str, id: Option<u64>, ctx: &mut WsContext) {
+        if self.subscriptions.contains(room) {
+            return ctx.text(ServerFrame::Ack { id }.encode());
+        }
+        if self.subscriptions.len() >= self.node.config.max_subscriptions {
+            let message = format!(
+                "at most {} subscriptions per session",
+                self.node.config.max_subscriptions
+            );
+            return self.send_error(ctx, id, ErrorCode::LimitExceeded, &message);
+        }
+        let room = RoomName::from(room);
+        let member = Member {
+            addr: ctx.address(),
+            flags: self.flags.clone(),
+        };
+        self.worker.join(&room, self.id, member);
+        self.subscriptions.insert(room);
+        ctx.text(ServerFrame::Ack { id }.encode());
+    }
+
+    fn publish(&mut self, publish: Publish<'_>, ctx: &mut WsContext) {
+        let Publish {
+            room,
+            data,
+            scope,
+            id,
+        } = publish;
+        let max = self.node.config.max_message_bytes;
+        let len = ServerFrame::message_len(&room, data, &self.label);
+        if len > max {
+            let message = format!("message frame would be {len} bytes, limit is {max}");
+            return self.send_error(ctx, id, ErrorCode::TooLarge, &message);
+        }
+        // The one serialization of this publish: every recipient shares these bytes.
+        let frame = Frame::from(
+            ServerFrame::Message {
+                room: &room,
+                data,
+                from: &self.label,
+            }
+            .encode(),
+        );
+        Stats::add(&self.node.stats.published, 1);
+        let mut waiting: Vec<(actix::Addr<Room>, Fanout)> = Vec::new();
+        let mut send = |addr: &actix::Addr<Room>| match addr.try_send(Fanout(frame.clone())) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => waiting.push((addr.clone(), msg)),
+            // The room lost its last member since the lookup: nobody to deliver to.
+            Err(SendError::Closed(_)) => {}
+        };
+        match scope {
+            Scope::Worker => {
+                if let Some(addr) = self.worker.local_room(&room) {
+                    send(&addr);
+                }
+            }
+            Scope::Node | Scope::Cluster => self.node.broadcaster.for_each_worker(&room, send),
+        }
+        if waiting.is_empty() {
+            return ctx.text(ServerFrame::Ack { id }.encode());
+        }
+        // A room's queue is full: wait for room there instead of dropping or queueing without
+        // bound. `wait` also stops this session reading further frames until then, which pushes
+        // back on the publisher through TCP and keeps its messages in order.
+        let fut = async move {
+            for (addr, msg) in waiting {
+                let _ = addr.send(msg).await;
+            }
+        };
+        ctx.wait(fut.into_actor(self).map(move |(), _, ctx| {
+            ctx.text(ServerFrame::Ack { id }.encode());
+        }));
+    }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut WsContext) {
+        let result = match item {
+            Item::FirstText(b) => Reassembly::start(true, &b).map(|r| self.fragments = Some(r)),
+            Item::FirstBinary(b) => Reassembly::start(false, &b).map(|r| self.fragments = Some(r)),
+            Item::Continue(b) => match self.fragments.as_mut() {
+                Some(r) => r.push(&b),
+                None => Ok(()),
+            },
+            Item::Last(b) => match self.fragments.take() {
+                Some(mut r) => r
+                    .push(&b)
+                    .and_then(|()| r.finish())
+                    .map(|whole| match whole {
+                        Assembled::Text(text) => self.on_text(&text, ctx),
+                        Assembled::Binary => self.refuse_binary(ctx),
+                    }),
+                None => Ok(()),
+            },
+        };
+        if result.is_err() {
+            Stats::add(&self.node.stats.protocol_errors, 1);
+            self.close(ctx, close::INVALID_PAYLOAD, "invalid utf-8");
+        }
+    }
+
+    fn refuse_binary(&self, ctx: &mut WsContext) {
+        self.send_error(
+            ctx,
+            None,
+            ErrorCode::Unsupported,
+            "binary frames are not part of switchboard.v1",
+        );
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut WsContext) {
+        if self.closing {
+            return;
+        }
+        self.last_heard = Instant::now();
+        match item {
+            Ok(Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(Message::Binary(_)) => self.refuse_binary(ctx),
+            Ok(Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
+            Ok(Message::Close(reason)) => {
+                // Answer the close handshake and end; the connection is closed right after.
+                self.closing = true;
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(err) => match close_code_for(&err, self.verdict.get()) {
+                Some((code, reason)) => {
+                    Stats::add(&self.node.stats.protocol_errors, 1);
+                    tracing::debug!(session = %self.label, %err, code, "protocol error");
+                    self.close(ctx, code, reason);
+                }
+                None => {
+                    self.closing = true;
+                    ctx.stop();
+                }
+            },
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut WsContext) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut WsContext) {
+        if self.flags.evicted.get() {
+            // Frames queued before the eviction are dropped: the client is told to reconnect,
+            // which beats receiving a backlog it could not keep up with.
+            Stats::add(&self.node.stats.dropped_slow, 1);
+            return self.evict(ctx);
+        }
+        if !self.closing {
+            ctx.text(frame);
+        }
+    }
+}
+
+impl Handler<Evict> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Evict, ctx: &mut WsContext) {
+        self.evict(ctx);
+    }
+}
+
+impl WsSession {
+    fn evict(&mut self, ctx: &mut WsContext) {
+        if !self.closing {
+            tracing::info!(session = %self.label, "slow consumer closed");
+        }
+        self.close(ctx, close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
+    }
+}
+
+impl Handler<GoAway> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: GoAway, ctx: &mut WsContext) {
+        self.close(ctx, close::GOING_AWAY, close::GOING_AWAY_REASON);
+    }
+}

@@ -1,0 +1,164 @@
+use std::fmt::Write as _;
+
+use serde_json::value::RawValue;
+
+use crate::{ErrorCode, PROTOCOL};
+
+/// A frame the hub sends. Encoded by hand into one `String`: the hub encodes a `message` once per
+/// publish and shares the bytes with every recipient, so this is the whole per-publish JSON cost.
+#[derive(Debug, Clone)]
+pub enum ServerFrame<'a> {
+    /// Sent once, first, on every new session.
+    Welcome(Welcome<'a>),
+    /// A request succeeded.
+    Ack { id: Option<u64> },
+    /// The answer to `ping`.
+    Pong { id: Option<u64> },
+    /// A delivery: `data` is written exactly as the publisher sent it.
+    Message {
+        room: &'a str,
+        data: &'a RawValue,
+        from: &'a str,
+    },
+    /// A request failed; the session stays open.
+    Error {
+        id: Option<u64>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+/// The fields of a `welcome` frame.
+#[derive(Debug, Clone)]
+pub struct Welcome<'a> {
+    /// The session's id, unique within the node; shown to others as `from`.
+    pub session: &'a str,
+    /// The node's id.
+    pub node: &'a str,
+    /// The index of the worker thread serving the session.
+    pub worker: usize,
+    /// The server's ping interval in seconds.
+    pub heartbeat_secs: f64,
+}
+
+impl ServerFrame<'_> {
+    /// The frame as JSON text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(self.size_hint());
+        match self {
+            ServerFrame::Welcome(w) => {
+                out.push_str(r#"{"op":"welcome","session":"#);
+                push_json_str(&mut out, w.session);
+                out.push_str(r#","node":"#);
+                push_json_str(&mut out, w.node);
+                let _ = write!(out, r#","worker":{},"protocol":"#, w.worker);
+                push_json_str(&mut out, PROTOCOL);
+                out.push_str(r#","heartbeat":"#);
+                push_seconds(&mut out, w.heartbeat_secs);
+                out.push('}');
+            }
+            ServerFrame::Ack { id } => {
+                out.push_str(r#"{"op":"ack""#);
+                push_id(&mut out, *id, false);
+                out.push('}');
+            }
+            ServerFrame::Pong { id } => {
+                out.push_str(r#"{"op":"pong""#);
+                push_id(&mut out, *id, false);
+                out.push('}');
+            }
+            ServerFrame::Message { room, data, from } => {
+                out.push_str(r#"{"op":"message","room":"#);
+                push_json_str(&mut out, room);
+                out.push_str(r#","data":"#);
+                out.push_str(data.get());
+                out.push_str(r#","from":"#);
+                push_json_str(&mut out, from);
+                out.push('}');
+            }
+            ServerFrame::Error { id, code, message } => {
+                out.push_str(r#"{"op":"error""#);
+                push_id(&mut out, *id, true);
+                out.push_str(r#","code":""#);
+                out.push_str(code.as_str());
+                out.push_str(r#"","message":"#);
+                push_json_str(&mut out, message);
+                out.push('}');
+            }
+        }
+        out
+    }
+
+    /// The exact encoded length of a `message` frame, without encoding it; used to refuse a
+    /// publish that would exceed the message limit before any work is done.
+    pub fn message_len(room: &str, data: &RawValue, from: &str) -> usize {
+        r#"{"op":"message","room":,"data":,"from":}"#.len()
+            + json_str_len(room)
+            + data.get().len()
+            + json_str_len(from)
+    }
+
+    fn size_hint(&self) -> usize {
+        match self {
+            ServerFrame::Message { room, data, from } => Self::message_len(room, data, from),
+            _ => 128,
+        }
+    }
+}
+
+fn push_id(out: &mut String, id: Option<u64>, null_when_absent: bool) {
+    match id {
+        Some(id) => {
+            let _ = write!(out, r#","id":{id}"#);
+        }
+        None if null_when_absent => out.push_str(r#","id":null"#),
+        None => {}
+    }
+}
+
+fn push_seconds(out: &mut String, secs: f64) {
+    if secs.is_finite() && secs.fract() == 0.0 && secs.abs() < 1e15 {
+        let _ = write!(out, "{}", secs as i64);
+    } else if secs.is_finite() {
+        let _ = write!(out, "{secs}");
+    } else {
+        out.push('0');
+    }
+}
+
+/// Writes `s` as a JSON string literal (RFC 8259 escaping).
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}

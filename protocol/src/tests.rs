@@ -1,0 +1,1131 @@
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+
+use crate::{decode, ClientFrame, DecodeError, ErrorCode, RawValue, Scope, ServerFrame, Welcome};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn decode_err(text: &str) -> DecodeError {
+    match decode(text) {
+        Ok(frame) => panic!("expected {text:?} to fail, got {frame:?}"),
+        Err(e) => e,
+    }
+}
+
+fn code_of(text: &str) -> ErrorCode {
+    decode_err(text).code
+}
+
+/// Decodes a publish and returns (room, data text, scope, id).
+fn publish_of(text: &str) -> (String, String, Scope, Option<u64>) {
+    match decode(text) {
+        Ok(ClientFrame::Publish(p)) => {
+            (p.room.into_owned(), p.data.get().to_owned(), p.scope, p.id)
+        }
+        other => panic!("expected a publish from {text:?}, got {other:?}"),
+    }
+}
+
+fn subscribe_room(text: &str) -> String {
+    match decode(text) {
+        Ok(ClientFrame::Subscribe { room, .. }) => room.into_owned(),
+        other => panic!("expected a subscribe from {text:?}, got {other:?}"),
+    }
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).unwrap()
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?} is not valid JSON: {e}"))
+}
+
+fn publish_json(room: &str, data: &str) -> String {
+    format!(
+        r#"{{"op":"publish","room":{},"data":{data}}}"#,
+        serde_json::to_string(room).unwrap()
+    )
+}
+
+fn subscribe_json(room: &str) -> String {
+    format!(
+        r#"{{"op":"subscribe","room":{}}}"#,
+        serde_json::to_string(room).unwrap()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode: each op
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn subscribe_decodes_with_room_and_id() {
+    assert_eq!(
+        decode(r#"{"op":"subscribe","room":"lobby","id":1}"#).unwrap(),
+        ClientFrame::Subscribe {
+            room: "lobby".into(),
+            id: Some(1)
+        }
+    );
+}
+
+#[test]
+fn unsubscribe_decodes_with_room_and_id() {
+    assert_eq!(
+        decode(r#"{"op":"unsubscribe","room":"lobby","id":2}"#).unwrap(),
+        ClientFrame::Unsubscribe {
+            room: "lobby".into(),
+            id: Some(2)
+        }
+    );
+}
+
+#[test]
+fn publish_without_scope_defaults_to_cluster() {
+    let (room, data, scope, id) =
+        publish_of(r#"{"op":"publish","room":"r","data":{"x":1},"id":3}"#);
+    assert_eq!(room, "r");
+    assert_eq!(data, r#"{"x":1}"#);
+    assert_eq!(scope, Scope::Cluster);
+    assert_eq!(id, Some(3));
+}
+
+#[test]
+fn publish_with_worker_scope_decodes_as_worker() {
+    let (_, _, scope, _) = publish_of(r#"{"op":"publish","room":"r","data":1,"scope":"worker"}"#);
+    assert_eq!(scope, Scope::Worker);
+}
+
+#[test]
+fn publish_with_node_scope_decodes_as_node() {
+    let (_, _, scope, _) = publish_of(r#"{"op":"publish","room":"r","data":1,"scope":"node"}"#);
+    assert_eq!(scope, Scope::Node);
+}
+
+#[test]
+fn publish_with_cluster_scope_decodes_as_cluster() {
+    let (_, _, scope, _) = publish_of(r#"{"op":"publish","room":"r","data":1,"scope":"cluster"}"#);
+    assert_eq!(scope, Scope::Cluster);
+}
+
+#[test]
+fn ping_decodes_with_id() {
+    assert_eq!(
+        decode(r#"{"op":"ping","id":9}"#).unwrap(),
+        ClientFrame::Ping { id: Some(9) }
+    );
+}
+
+#[test]
+fn ping_decodes_without_id() {
+    assert_eq!(
+        decode(r#"{"op":"ping"}"#).unwrap(),
+        ClientFrame::Ping { id: None }
+    );
+}
+
+#[test]
+fn ping_ignores_room_and_data() {
+    assert_eq!(
+        decode(r#"{"op":"ping","room":"","data":1}"#).unwrap(),
+        ClientFrame::Ping { id: None }
+    );
+}
+
+#[test]
+fn field_order_does_not_matter() {
+    let (room, data, scope, id) =
+        publish_of(r#"{"id":4,"scope":"node","data":[1,2],"room":"r","op":"publish"}"#);
+    assert_eq!(
+        (room.as_str(), data.as_str(), scope, id),
+        ("r", "[1,2]", Scope::Node, Some(4))
+    );
+}
+
+#[test]
+fn whitespace_around_the_frame_and_fields_is_accepted() {
+    let frame =
+        decode(" \n\t{ \"op\" : \"subscribe\" ,\r\n \"room\" : \"r\" , \"id\" : 5 } \n").unwrap();
+    assert_eq!(
+        frame,
+        ClientFrame::Subscribe {
+            room: "r".into(),
+            id: Some(5)
+        }
+    );
+}
+
+#[test]
+fn escaped_field_names_are_recognised() {
+    assert_eq!(
+        decode(r#"{"\u006fp":"ping","i\u0064":6}"#).unwrap(),
+        ClientFrame::Ping { id: Some(6) }
+    );
+}
+
+#[test]
+fn escaped_op_value_is_recognised() {
+    assert_eq!(
+        decode(r#"{"op":"p\u0069ng"}"#).unwrap(),
+        ClientFrame::Ping { id: None }
+    );
+}
+
+#[test]
+fn client_frame_id_returns_the_id_of_every_variant() {
+    for (text, want) in [
+        (r#"{"op":"subscribe","room":"r","id":1}"#, Some(1)),
+        (r#"{"op":"unsubscribe","room":"r","id":2}"#, Some(2)),
+        (r#"{"op":"publish","room":"r","data":0,"id":3}"#, Some(3)),
+        (r#"{"op":"ping","id":4}"#, Some(4)),
+        (r#"{"op":"ping"}"#, None),
+        (r#"{"op":"publish","room":"r","data":0}"#, None),
+    ] {
+        assert_eq!(decode(text).unwrap().id(), want, "{text}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode: ids
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn absent_id_decodes_as_none() {
+    assert_eq!(
+        decode(r#"{"op":"subscribe","room":"r"}"#).unwrap().id(),
+        None
+    );
+}
+
+#[test]
+fn null_id_decodes_as_none() {
+    assert_eq!(
+        decode(r#"{"op":"subscribe","room":"r","id":null}"#)
+            .unwrap()
+            .id(),
+        None
+    );
+}
+
+#[test]
+fn zero_id_is_valid() {
+    assert_eq!(decode(r#"{"op":"ping","id":0}"#).unwrap().id(), Some(0));
+}
+
+#[test]
+fn largest_u64_id_is_valid() {
+    assert_eq!(
+        decode(r#"{"op":"ping","id":18446744073709551615}"#)
+            .unwrap()
+            .id(),
+        Some(u64::MAX)
+    );
+}
+
+#[test]
+fn bad_ids_are_bad_request_without_an_id() {
+    for id in [
+        "-1",
+        "1.5",
+        "1.0",
+        "1e3",
+        "\"7\"",
+        "true",
+        "[1]",
+        "{}",
+        "18446744073709551616",
+    ] {
+        let text = format!(r#"{{"op":"ping","id":{id}}}"#);
+        let e = decode_err(&text);
+        assert_eq!(e.code, ErrorCode::BadRequest, "{text}");
+        assert_eq!(e.id, None, "{text}");
+    }
+}
+
+#[test]
+fn bad_id_is_reported_before_other_errors() {
+    let e = decode_err(r#"{"op":"nope","id":-1}"#);
+    assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None));
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode: malformed frames
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn text_that_is_not_json_is_bad_request() {
+    for text in [
+        "",
+        " ",
+        "hello",
+        "{",
+        r#"{"op":"ping""#,
+        r#"{"op":}"#,
+        "{'op':'ping'}",
+        "{op:1}",
+    ] {
+        let e = decode_err(text);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None), "{text:?}");
+    }
+}
+
+#[test]
+fn trailing_garbage_after_the_object_is_bad_request() {
+    for text in [
+        r#"{"op":"ping"}x"#,
+        r#"{"op":"ping"}{}"#,
+        r#"{"op":"ping"},"#,
+        r#"{"op":"ping","id":1} 1"#,
+    ] {
+        let e = decode_err(text);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None), "{text:?}");
+    }
+}
+
+#[test]
+fn json_that_is_not_an_object_is_bad_request() {
+    for text in [
+        "[]",
+        r#"[{"op":"ping"}]"#,
+        "42",
+        "-1.5",
+        r#""ping""#,
+        "null",
+        "true",
+        "false",
+    ] {
+        assert_eq!(code_of(text), ErrorCode::BadRequest, "{text}");
+    }
+}
+
+#[test]
+fn missing_op_is_bad_request_carrying_the_id() {
+    let e = decode_err(r#"{"room":"r","id":11}"#);
+    assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(11)));
+}
+
+#[test]
+fn empty_object_is_bad_request() {
+    assert_eq!(code_of("{}"), ErrorCode::BadRequest);
+}
+
+#[test]
+fn op_that_is_not_a_string_is_bad_request() {
+    for op in ["1", "null", "true", "[\"ping\"]", "{}"] {
+        let text = format!(r#"{{"op":{op},"id":12}}"#);
+        let e = decode_err(&text);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(12)), "{text}");
+    }
+}
+
+#[test]
+fn unknown_op_is_unknown_op_carrying_the_id() {
+    for op in ["nope", "", "Ping", "SUBSCRIBE", "message", "welcome"] {
+        let text = format!(r#"{{"op":"{op}","id":13}}"#);
+        let e = decode_err(&text);
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownOp, Some(13)), "{text}");
+    }
+}
+
+#[test]
+fn unknown_op_message_is_truncated_for_very_long_ops() {
+    let op = "é".repeat(100);
+    let e = decode_err(&format!(r#"{{"op":"{op}"}}"#));
+    assert_eq!(e.code, ErrorCode::UnknownOp);
+    assert!(e.message.len() < 120, "message too long: {}", e.message);
+}
+
+#[test]
+fn missing_room_is_bad_request_for_every_room_op() {
+    for op in ["subscribe", "unsubscribe"] {
+        let e = decode_err(&format!(r#"{{"op":"{op}","id":14}}"#));
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(14)), "{op}");
+    }
+    let e = decode_err(r#"{"op":"publish","data":1,"id":14}"#);
+    assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(14)));
+}
+
+#[test]
+fn room_that_is_not_a_string_is_bad_request() {
+    for room in ["1", "null", "true", "[\"r\"]", "{\"r\":1}"] {
+        let text = format!(r#"{{"op":"subscribe","room":{room},"id":15}}"#);
+        let e = decode_err(&text);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(15)), "{text}");
+    }
+}
+
+#[test]
+fn empty_room_is_invalid_room() {
+    let e = decode_err(r#"{"op":"subscribe","room":"","id":16}"#);
+    assert_eq!((e.code, e.id), (ErrorCode::InvalidRoom, Some(16)));
+}
+
+#[test]
+fn room_of_200_bytes_is_valid() {
+    let room = "a".repeat(200);
+    assert_eq!(subscribe_room(&subscribe_json(&room)), room);
+}
+
+#[test]
+fn room_of_201_bytes_is_invalid() {
+    let room = "a".repeat(201);
+    assert_eq!(code_of(&subscribe_json(&room)), ErrorCode::InvalidRoom);
+}
+
+#[test]
+fn multi_byte_room_of_exactly_200_bytes_is_valid() {
+    // 66 three-byte characters plus two bytes of ASCII: 200 bytes, 68 characters.
+    let room = format!("{}ab", "€".repeat(66));
+    assert_eq!(room.len(), 200);
+    assert_eq!(subscribe_room(&subscribe_json(&room)), room);
+}
+
+#[test]
+fn multi_byte_room_of_201_bytes_is_invalid_though_it_has_few_characters() {
+    let room = format!("{}abc", "€".repeat(66));
+    assert_eq!(room.len(), 201);
+    assert_eq!(code_of(&subscribe_json(&room)), ErrorCode::InvalidRoom);
+}
+
+#[test]
+fn four_byte_characters_count_four_bytes_each() {
+    let room = "😀".repeat(50);
+    assert_eq!(room.len(), 200);
+    assert_eq!(subscribe_room(&subscribe_json(&room)), room);
+    let room = format!("{room}a");
+    assert_eq!(code_of(&subscribe_json(&room)), ErrorCode::InvalidRoom);
+}
+
+#[test]
+fn room_limit_counts_unescaped_bytes_not_json_text() {
+    // 200 bytes once unescaped, many more as JSON text.
+    let text = format!(r#"{{"op":"subscribe","room":"{}"}}"#, "\\u0061".repeat(200));
+    assert_eq!(subscribe_room(&text), "a".repeat(200));
+}
+
+#[test]
+fn room_with_a_control_character_is_invalid_room() {
+    for room in [
+        "a\u{7}b",
+        "a\nb",
+        "\r",
+        "tab\there",
+        "\u{0}",
+        "x\u{1b}[31m",
+        "del\u{7f}",
+        "c1\u{85}",
+    ] {
+        let text = subscribe_json(room);
+        assert_eq!(code_of(&text), ErrorCode::InvalidRoom, "{text}");
+    }
+}
+
+#[test]
+fn room_with_escaped_control_character_is_invalid_room() {
+    assert_eq!(
+        code_of(r#"{"op":"subscribe","room":"a\u0007"}"#),
+        ErrorCode::InvalidRoom
+    );
+    assert_eq!(
+        code_of(r#"{"op":"subscribe","room":"a\nb"}"#),
+        ErrorCode::InvalidRoom
+    );
+}
+
+#[test]
+fn room_with_a_raw_control_character_in_the_json_is_bad_request() {
+    // An unescaped control character inside a JSON string is not JSON at all.
+    assert_eq!(
+        code_of("{\"op\":\"subscribe\",\"room\":\"a\nb\"}"),
+        ErrorCode::BadRequest
+    );
+}
+
+#[test]
+fn room_with_spaces_punctuation_and_unicode_is_valid() {
+    for room in [
+        "a b",
+        "chat:general/42",
+        "ünïcödé",
+        "日本語",
+        "😀",
+        " ",
+        "#$%&'()*+,-./",
+    ] {
+        assert_eq!(subscribe_room(&subscribe_json(room)), room);
+    }
+}
+
+#[test]
+fn escaped_room_names_decode_to_the_unescaped_string() {
+    assert_eq!(
+        subscribe_room(r#"{"op":"subscribe","room":"a\"b"}"#),
+        "a\"b"
+    );
+    assert_eq!(
+        subscribe_room(r#"{"op":"subscribe","room":"a\\b"}"#),
+        "a\\b"
+    );
+    assert_eq!(subscribe_room(r#"{"op":"subscribe","room":"a\/b"}"#), "a/b");
+    assert_eq!(
+        subscribe_room(r#"{"op":"subscribe","room":"\u00e9t\u00e9"}"#),
+        "été"
+    );
+    assert_eq!(
+        subscribe_room(r#"{"op":"subscribe","room":"\ud83d\ude00"}"#),
+        "😀"
+    );
+}
+
+#[test]
+fn unescaped_room_names_are_borrowed_from_the_input() {
+    match decode(r#"{"op":"subscribe","room":"plain"}"#).unwrap() {
+        ClientFrame::Subscribe { room, .. } => {
+            assert!(matches!(room, std::borrow::Cow::Borrowed(_)))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn room_with_a_lone_surrogate_escape_is_rejected() {
+    let code = code_of(r#"{"op":"subscribe","room":"\ud800"}"#);
+    assert_eq!(code, ErrorCode::BadRequest);
+}
+
+#[test]
+fn publish_to_an_invalid_room_is_invalid_room_carrying_the_id() {
+    let e = decode_err(r#"{"op":"publish","room":"","data":1,"id":17}"#);
+    assert_eq!((e.code, e.id), (ErrorCode::InvalidRoom, Some(17)));
+}
+
+#[test]
+fn unsubscribe_from_an_invalid_room_is_invalid_room() {
+    assert_eq!(
+        code_of(r#"{"op":"unsubscribe","room":""}"#),
+        ErrorCode::InvalidRoom
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode: publish data and scope
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn publish_without_data_is_bad_request_carrying_the_id() {
+    let e = decode_err(r#"{"op":"publish","room":"r","id":18}"#);
+    assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(18)));
+}
+
+#[test]
+fn null_data_is_accepted_and_kept_as_the_text_null() {
+    let (_, data, _, _) = publish_of(r#"{"op":"publish","room":"r","data":null}"#);
+    assert_eq!(data, "null");
+}
+
+#[test]
+fn data_of_every_json_type_is_kept_verbatim() {
+    for data in [
+        "null",
+        "true",
+        "false",
+        "0",
+        "-12",
+        "3.25",
+        "1e300",
+        "-0.0",
+        "123456789012345678901234567890",
+        r#""""#,
+        r#""hi""#,
+        r#""esc \"q\" \\ \n \u00e9 \ud83d\ude00""#,
+        "[]",
+        "[1, \"two\", null, [3]]",
+        "{}",
+        r#"{"a":{"b":[1,2,{"c":null}]}}"#,
+    ] {
+        let (_, got, _, _) = publish_of(&publish_json("r", data));
+        assert_eq!(got, data);
+    }
+}
+
+#[test]
+fn whitespace_inside_data_is_kept_verbatim() {
+    let data = "{ \"a\" :\n\t[ 1 , 2 ] ,\r\n  \"b\" : { } }";
+    let (_, got, _, _) = publish_of(&publish_json("r", data));
+    assert_eq!(got, data);
+}
+
+#[test]
+fn whitespace_around_data_is_not_part_of_data() {
+    let (_, got, _, _) =
+        publish_of("{\"op\":\"publish\",\"room\":\"r\",\"data\":  \n [1]  \n ,\"id\":1}");
+    assert_eq!(got, "[1]");
+}
+
+#[test]
+fn key_order_and_duplicate_keys_inside_data_are_kept_verbatim() {
+    let data = r#"{"z":1,"a":2,"z":3}"#;
+    let (_, got, _, _) = publish_of(&publish_json("r", data));
+    assert_eq!(got, data);
+}
+
+#[test]
+fn data_containing_protocol_field_names_is_not_confused_with_the_frame() {
+    let data = r#"{"op":"ping","room":"","id":-1,"data":null}"#;
+    let (room, got, scope, id) = publish_of(&publish_json("r", data));
+    assert_eq!(
+        (room.as_str(), got.as_str(), scope, id),
+        ("r", data, Scope::Cluster, None)
+    );
+}
+
+#[test]
+fn malformed_data_is_bad_request() {
+    for data in ["", "[1,", "{\"a\"}", "tru", "01", "NaN", "'x'"] {
+        let text = format!(r#"{{"op":"publish","room":"r","data":{data},"id":1}}"#);
+        assert_eq!(code_of(&text), ErrorCode::BadRequest, "{text}");
+    }
+}
+
+#[test]
+fn bad_scope_is_bad_request_carrying_the_id() {
+    for scope in [
+        r#""""#,
+        r#""Worker""#,
+        r#""global""#,
+        r#""node ""#,
+        "null",
+        "1",
+        r#"["node"]"#,
+    ] {
+        let text = format!(r#"{{"op":"publish","room":"r","data":1,"scope":{scope},"id":19}}"#);
+        let e = decode_err(&text);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(19)), "{text}");
+    }
+}
+
+#[test]
+fn scope_on_subscribe_is_ignored() {
+    assert_eq!(
+        decode(r#"{"op":"subscribe","room":"r","scope":"bogus"}"#).unwrap(),
+        ClientFrame::Subscribe {
+            room: "r".into(),
+            id: None
+        }
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode: duplicates, extra fields, error ids
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn duplicate_known_field_is_bad_request() {
+    for text in [
+        r#"{"op":"ping","op":"ping"}"#,
+        r#"{"op":"subscribe","room":"a","room":"b"}"#,
+        r#"{"op":"publish","room":"r","data":1,"data":2}"#,
+        r#"{"op":"publish","room":"r","data":1,"scope":"node","scope":"node"}"#,
+        r#"{"op":"ping","id":1,"id":2}"#,
+        r#"{"op":"ping","id":null,"id":null}"#,
+        r#"{"op":"ping","\u006fp":"ping"}"#,
+    ] {
+        assert_eq!(code_of(text), ErrorCode::BadRequest, "{text}");
+    }
+}
+
+#[test]
+fn duplicate_unknown_field_is_ignored() {
+    assert_eq!(
+        decode(r#"{"op":"ping","x":1,"x":2}"#).unwrap(),
+        ClientFrame::Ping { id: None }
+    );
+}
+
+#[test]
+fn unknown_extra_fields_are_ignored() {
+    let text = r#"{"v":2,"op":"publish","meta":{"trace":[1,2,3]},"room":"r","data":"d","ttl":null,"id":20,"Op":"x"}"#;
+    let (room, data, scope, id) = publish_of(text);
+    assert_eq!(
+        (room.as_str(), data.as_str(), scope, id),
+        ("r", r#""d""#, Scope::Cluster, Some(20))
+    );
+}
+
+#[test]
+fn malformed_unknown_field_value_is_bad_request() {
+    assert_eq!(code_of(r#"{"op":"ping","x":[1,}"#), ErrorCode::BadRequest);
+}
+
+#[test]
+fn every_error_after_a_valid_id_carries_the_id() {
+    for (text, code) in [
+        (r#"{"id":21}"#, ErrorCode::BadRequest),
+        (r#"{"id":21,"op":5}"#, ErrorCode::BadRequest),
+        (r#"{"id":21,"op":"zap"}"#, ErrorCode::UnknownOp),
+        (r#"{"id":21,"op":"subscribe"}"#, ErrorCode::BadRequest),
+        (
+            r#"{"id":21,"op":"subscribe","room":5}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"id":21,"op":"subscribe","room":""}"#,
+            ErrorCode::InvalidRoom,
+        ),
+        (
+            r#"{"id":21,"op":"unsubscribe","room":"\u0001"}"#,
+            ErrorCode::InvalidRoom,
+        ),
+        (
+            r#"{"id":21,"op":"publish","room":"r"}"#,
+            ErrorCode::BadRequest,
+        ),
+        (
+            r#"{"id":21,"op":"publish","room":"r","data":1,"scope":"x"}"#,
+            ErrorCode::BadRequest,
+        ),
+    ] {
+        let e = decode_err(text);
+        assert_eq!((e.code, e.id), (code, Some(21)), "{text}");
+    }
+}
+
+#[test]
+fn errors_before_the_id_can_be_read_carry_no_id() {
+    for text in [
+        r#"{"id":22,"op":"ping""#,
+        r#"{"id":22,"op":"ping","op":"ping"}"#,
+        r#"{"id":22} x"#,
+    ] {
+        let e = decode_err(text);
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, None), "{text}");
+    }
+}
+
+#[test]
+fn decode_error_displays_its_code_and_message() {
+    let e = decode_err(r#"{"op":"zap"}"#);
+    let shown = e.to_string();
+    assert!(shown.starts_with("unknown_op: "), "{shown}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ErrorCode, Scope, validate_room
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn error_codes_have_their_wire_names() {
+    let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "bad_request",
+            "unknown_op",
+            "invalid_room",
+            "not_subscribed",
+            "too_large",
+            "unsupported",
+            "limit_exceeded",
+            "internal"
+        ]
+    );
+    for code in ErrorCode::ALL {
+        assert_eq!(code.to_string(), code.as_str());
+    }
+}
+
+#[test]
+fn scope_names_round_trip() {
+    for scope in [Scope::Worker, Scope::Node, Scope::Cluster] {
+        assert_eq!(Scope::from_name(scope.as_str()), Some(scope));
+        assert_eq!(scope.to_string(), scope.as_str());
+    }
+    assert_eq!(Scope::from_name("NODE"), None);
+    assert_eq!(Scope::default(), Scope::Cluster);
+}
+
+#[test]
+fn validate_room_reports_invalid_room_codes() {
+    assert!(crate::validate_room("ok").is_ok());
+    assert_eq!(
+        crate::validate_room("").map_err(|e| e.0),
+        Err(ErrorCode::InvalidRoom)
+    );
+    assert_eq!(
+        crate::validate_room(&"x".repeat(crate::MAX_ROOM_BYTES + 1)).map_err(|e| e.0),
+        Err(ErrorCode::InvalidRoom)
+    );
+    assert_eq!(
+        crate::validate_room("\u{7}").map_err(|e| e.0),
+        Err(ErrorCode::InvalidRoom)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ServerFrame::encode
+// ---------------------------------------------------------------------------------------------
+
+fn welcome(heartbeat_secs: f64) -> String {
+    ServerFrame::Welcome(Welcome {
+        session: "s-1",
+        node: "node-a",
+        worker: 3,
+        heartbeat_secs,
+    })
+    .encode()
+}
+
+#[test]
+fn welcome_encodes_every_field() {
+    assert_eq!(
+        parse(&welcome(25.0)),
+        json!({
+            "op": "welcome",
+            "session": "s-1",
+            "node": "node-a",
+            "worker": 3,
+            "protocol": "switchboard.v1",
+            "heartbeat": 25
+        })
+    );
+}
+
+#[test]
+fn welcome_protocol_is_the_crate_protocol_constant() {
+    assert_eq!(crate::PROTOCOL, "switchboard.v1");
+    assert_eq!(parse(&welcome(25.0))["protocol"], crate::PROTOCOL);
+}
+
+#[test]
+fn whole_second_heartbeat_is_encoded_as_an_integer() {
+    let text = welcome(25.0);
+    assert!(text.contains(r#""heartbeat":25}"#), "{text}");
+    assert!(parse(&text)["heartbeat"].is_u64());
+}
+
+#[test]
+fn fractional_heartbeat_is_encoded_as_a_float() {
+    let text = welcome(0.05);
+    let v = parse(&text);
+    assert!(v["heartbeat"].is_f64(), "{text}");
+    assert_eq!(v["heartbeat"].as_f64(), Some(0.05));
+}
+
+#[test]
+fn non_finite_heartbeat_is_still_valid_json() {
+    for secs in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let v = parse(&welcome(secs));
+        assert!(v["heartbeat"].is_number());
+    }
+}
+
+#[test]
+fn huge_heartbeat_is_still_valid_json() {
+    let v = parse(&welcome(1e20));
+    assert_eq!(v["heartbeat"].as_f64(), Some(1e20));
+}
+
+#[test]
+fn welcome_escapes_session_and_node() {
+    let v = parse(
+        &ServerFrame::Welcome(Welcome {
+            session: "a\"b",
+            node: "n\\\n",
+            worker: 0,
+            heartbeat_secs: 1.5,
+        })
+        .encode(),
+    );
+    assert_eq!(v["session"], "a\"b");
+    assert_eq!(v["node"], "n\\\n");
+    assert_eq!(v["worker"], 0);
+    assert_eq!(v["heartbeat"], 1.5);
+}
+
+#[test]
+fn ack_with_id_encodes_the_id() {
+    let text = ServerFrame::Ack { id: Some(7) }.encode();
+    assert_eq!(parse(&text), json!({"op": "ack", "id": 7}));
+}
+
+#[test]
+fn ack_without_id_has_no_id_key() {
+    let text = ServerFrame::Ack { id: None }.encode();
+    assert_eq!(parse(&text), json!({"op": "ack"}));
+    assert!(!text.contains("id"), "{text}");
+}
+
+#[test]
+fn ack_with_largest_id_round_trips() {
+    let v = parse(&ServerFrame::Ack { id: Some(u64::MAX) }.encode());
+    assert_eq!(v["id"].as_u64(), Some(u64::MAX));
+}
+
+#[test]
+fn pong_with_id_encodes_the_id() {
+    assert_eq!(
+        parse(&ServerFrame::Pong { id: Some(8) }.encode()),
+        json!({"op": "pong", "id": 8})
+    );
+}
+
+#[test]
+fn pong_without_id_has_no_id_key() {
+    let text = ServerFrame::Pong { id: None }.encode();
+    assert_eq!(parse(&text), json!({"op": "pong"}));
+    assert!(!text.contains("id"), "{text}");
+}
+
+#[test]
+fn error_with_id_encodes_the_id() {
+    let text = ServerFrame::Error {
+        id: Some(9),
+        code: ErrorCode::NotSubscribed,
+        message: "not subscribed to \"r\"",
+    }
+    .encode();
+    assert_eq!(
+        parse(&text),
+        json!({"op": "error", "id": 9, "code": "not_subscribed", "message": "not subscribed to \"r\""})
+    );
+}
+
+#[test]
+fn error_without_id_has_a_null_id() {
+    let text = ServerFrame::Error {
+        id: None,
+        code: ErrorCode::BadRequest,
+        message: "x",
+    }
+    .encode();
+    let v = parse(&text);
+    assert_eq!(
+        v,
+        json!({"op": "error", "id": null, "code": "bad_request", "message": "x"})
+    );
+    assert!(v.as_object().unwrap().contains_key("id"));
+}
+
+#[test]
+fn error_encodes_every_code() {
+    for code in ErrorCode::ALL {
+        let v = parse(
+            &ServerFrame::Error {
+                id: Some(1),
+                code,
+                message: "",
+            }
+            .encode(),
+        );
+        assert_eq!(v["code"], code.as_str());
+    }
+}
+
+#[test]
+fn message_encodes_room_data_and_from() {
+    let data = raw(r#"{"text":"hi","n":[1,2.5,null]}"#);
+    let text = ServerFrame::Message {
+        room: "lobby",
+        data: &data,
+        from: "s-2",
+    }
+    .encode();
+    assert_eq!(
+        parse(&text),
+        json!({"op": "message", "room": "lobby", "data": {"text": "hi", "n": [1, 2.5, null]}, "from": "s-2"})
+    );
+}
+
+#[test]
+fn message_copies_data_verbatim() {
+    let data_text = "{ \"b\" : 1 ,\n \"a\" : [ 1.50 , 1e2 ] }";
+    let data = raw(data_text);
+    let text = ServerFrame::Message {
+        room: "r",
+        data: &data,
+        from: "f",
+    }
+    .encode();
+    assert_eq!(
+        text,
+        format!(r#"{{"op":"message","room":"r","data":{data_text},"from":"f"}}"#)
+    );
+}
+
+#[test]
+fn message_with_null_data_keeps_null() {
+    let data = raw("null");
+    let v = parse(
+        &ServerFrame::Message {
+            room: "r",
+            data: &data,
+            from: "f",
+        }
+        .encode(),
+    );
+    assert!(v.as_object().unwrap().contains_key("data"));
+    assert_eq!(v["data"], Value::Null);
+}
+
+#[test]
+fn decoded_publish_data_is_delivered_verbatim() {
+    let text = r#"{"op":"publish","room":"a\"b","data":{ "x" : "\u00e9" },"id":1}"#;
+    let Ok(ClientFrame::Publish(p)) = decode(text) else {
+        panic!("not a publish")
+    };
+    let out = ServerFrame::Message {
+        room: &p.room,
+        data: p.data,
+        from: "s",
+    }
+    .encode();
+    assert_eq!(
+        out,
+        r#"{"op":"message","room":"a\"b","data":{ "x" : "\u00e9" },"from":"s"}"#
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// String escaping and message_len
+// ---------------------------------------------------------------------------------------------
+
+const TRICKY_STRINGS: &[&str] = &[
+    "",
+    "plain",
+    "\"",
+    "\\",
+    "\"\\\"",
+    "quote \" and backslash \\",
+    "\n\r\t",
+    "\u{0}",
+    "\u{1}\u{2}\u{1f}",
+    "\u{7}bell",
+    "\u{8}\u{c}",
+    "\u{7f}",
+    "\u{85}\u{2028}\u{2029}",
+    "/slash/",
+    "é ü ñ",
+    "日本語",
+    "😀 emoji",
+    "mixed \u{0} é \" \\ \n 😀 \u{1f} end",
+    "\\u0041 literal backslash-u",
+    "</script>",
+];
+
+#[test]
+fn strings_needing_escapes_round_trip_exactly_in_every_frame() {
+    let data = raw("0");
+    for &s in TRICKY_STRINGS {
+        let v = parse(
+            &ServerFrame::Message {
+                room: s,
+                data: &data,
+                from: s,
+            }
+            .encode(),
+        );
+        assert_eq!(v["room"], s, "{s:?}");
+        assert_eq!(v["from"], s, "{s:?}");
+
+        let v = parse(
+            &ServerFrame::Welcome(Welcome {
+                session: s,
+                node: s,
+                worker: 1,
+                heartbeat_secs: 1.0,
+            })
+            .encode(),
+        );
+        assert_eq!(v["session"], s, "{s:?}");
+        assert_eq!(v["node"], s, "{s:?}");
+
+        let v = parse(
+            &ServerFrame::Error {
+                id: None,
+                code: ErrorCode::Internal,
+                message: s,
+            }
+            .encode(),
+        );
+        assert_eq!(v["message"], s, "{s:?}");
+    }
+}
+
+#[test]
+fn every_control_character_is_escaped() {
+    for b in 0u8..0x20 {
+        let s = char::from(b).to_string();
+        let data = raw("0");
+        let text = ServerFrame::Message {
+            room: &s,
+            data: &data,
+            from: "",
+        }
+        .encode();
+        assert!(
+            !text.bytes().any(|c| c < 0x20),
+            "raw control byte {b:#x} in {text:?}"
+        );
+        assert_eq!(parse(&text)["room"], s.as_str());
+    }
+}
+
+#[test]
+fn short_escapes_are_used_for_common_characters() {
+    let data = raw("0");
+    let text = ServerFrame::Message {
+        room: "\"\\\n\r\t\u{1}",
+        data: &data,
+        from: "",
+    }
+    .encode();
+    assert!(text.contains(r#""room":"\"\\\n\r\t\u0001""#), "{text}");
+}
+
+#[test]
+fn message_len_equals_encoded_length() {
+    let datas = [
+        "null",
+        "0",
+        "\"\"",
+        "\"é \\\" \\n\"",
+        "[1, 2, 3]",
+        "{ \"a\" : { \"b\" : [ ] } }",
+        "\"😀\"",
+    ];
+    for &room in TRICKY_STRINGS {
+        for &from in TRICKY_STRINGS {
+            for d in datas {
+                let data = raw(d);
+                let frame = ServerFrame::Message {
+                    room,
+                    data: &data,
+                    from,
+                };
+                assert_eq!(
+                    ServerFrame::message_len(room, &data, from),
+                    frame.encode().len(),
+                    "room {room:?} from {from:?} data {d:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn message_len_matches_for_long_strings() {
+    let room = "\u{1}\"x😀".repeat(500);
+    let from = "\\".repeat(1000);
+    let data = raw(&format!("\"{}\"", "a".repeat(70_000)));
+    let encoded = ServerFrame::Message {
+        room: &room,
+        data: &data,
+        from: &from,
+    }
+    .encode();
+    assert_eq!(ServerFrame::message_len(&room, &data, &from), encoded.len());
+}

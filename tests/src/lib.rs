@@ -1,0 +1,574 @@
+//! Test harness: a real `switchboard` process on port 0, real WebSocket clients, and a raw
+//! client for writing frames no well-behaved library would send.
+//!
+//! Every hub is its own process, killed on drop, so tests run in parallel without sharing state,
+//! and process-level facts (RSS, CPU time, signals, exit codes) are measured for real.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+    time::timeout,
+};
+use tokio_tungstenite::{
+    tungstenite::{protocol::CloseFrame, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+/// How long any single expected event may take before a test fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A running hub process.
+#[derive(Debug)]
+pub struct TestHub {
+    child: Child,
+    /// The WebSocket listener's address.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Builds a hub process: settings become `SWITCHBOARD_*` variables, the config scheme operators use.
+#[derive(Debug, Default)]
+pub struct HubBuilder {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl HubBuilder {
+    /// Sets config key `key` (e.g. `workers`) through its environment variable.
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((
+            format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+            value.to_string(),
+        ));
+        self
+    }
+
+    /// Adds a command-line argument after `serve`.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Starts the process and waits until it listens.
+    pub fn start(self) -> TestHub {
+        let mut cmd = hub_command();
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(&self.args)
+            .env("SWITCHBOARD_WORKERS", "2")
+            .env("SWITCHBOARD_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the hub binary");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["message"] == "listening" {
+                        if let Some(addr) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr: SocketAddr = match rx.recv_timeout(STEP) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "hub did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        TestHub { child, addr, logs }
+    }
+}
+
+/// The path of the hub binary. Cargo builds this crate's binaries before its integration tests,
+/// next to the `deps/` folder that holds the test executables.
+pub fn hub_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = dir.join("switchboard-under-test");
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
+}
+
+/// The hub binary as a command, for tests that run it with their own arguments.
+pub fn hub_command() -> Command {
+    let mut cmd = Command::new(hub_binary());
+    // The test's own environment must not leak settings into the hub.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+impl TestHub {
+    /// A hub with the defaults and 2 workers.
+    pub fn start() -> TestHub {
+        HubBuilder::default().start()
+    }
+
+    /// A builder to set config keys first.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// `ws://addr/ws`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Log lines so far (JSON).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident memory of the process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// CPU time (user + system) of the process, in clock ticks (1/100 s).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Number of established TCP connections on the hub's WebSocket port.
+    pub fn open_connections(&self) -> usize {
+        self.server_sockets(None)
+    }
+
+    /// True while the hub holds an established connection from the client port `peer_port`.
+    pub fn has_connection_from(&self, peer_port: u16) -> bool {
+        self.server_sockets(Some(peer_port)) > 0
+    }
+
+    fn server_sockets(&self, peer_port: Option<u16>) -> usize {
+        let port = format!(":{:04X}", self.addr.port());
+        let peer = peer_port.map(|p| format!(":{p:04X}"));
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        // Established (01) sockets whose local end is the hub's port.
+        tcp.lines()
+            .skip(1)
+            .filter(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3
+                    && cols[1].ends_with(&port)
+                    && cols[3] == "01"
+                    && peer.as_ref().is_none_or(|p| cols[2].ends_with(p.as_str()))
+            })
+            .count()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A well-behaved WebSocket client (tokio-tungstenite).
+#[derive(Debug)]
+pub struct Client {
+    ws: Ws,
+    /// The `welcome` frame.
+    pub welcome: Value,
+}
+
+impl Client {
+    /// Connects and reads the welcome frame.
+    pub async fn connect(hub: &TestHub) -> Client {
+        let (ws, _) = timeout(STEP, tokio_tungstenite::connect_async(hub.ws_url()))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let mut client = Client {
+            ws,
+            welcome: Value::Null,
+        };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        client.welcome = welcome;
+        client
+    }
+
+    /// The session id from the welcome frame.
+    pub fn session(&self) -> &str {
+        self.welcome["session"].as_str().unwrap()
+    }
+
+    /// The worker index from the welcome frame.
+    pub fn worker(&self) -> u64 {
+        self.welcome["worker"].as_u64().unwrap()
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s)).await.unwrap();
+    }
+
+    /// Sends any frame.
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// The next text frame, parsed. Panics on close, timeout or non-JSON.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let m = timeout(STEP, self.ws.next())
+                .await
+                .expect("no frame in time")
+                .expect("stream ended")
+                .expect("websocket error");
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and returns the next frame.
+    pub async fn request(&mut self, v: Value) -> Value {
+        self.send(v).await;
+        self.recv().await
+    }
+
+    /// Subscribes and checks the ack.
+    pub async fn subscribe(&mut self, room: &str) {
+        let r = self
+            .request(json!({"op":"subscribe","room":room,"id":1}))
+            .await;
+        assert_eq!(r, json!({"op":"ack","id":1}));
+    }
+
+    /// Publishes and checks the ack (skipping deliveries that arrive first).
+    pub async fn publish(&mut self, room: &str, data: Value, scope: &str) {
+        self.send(json!({"op":"publish","room":room,"data":data,"scope":scope,"id":77}))
+            .await;
+        loop {
+            let r = self.recv().await;
+            if r["op"] == "message" {
+                continue;
+            }
+            assert_eq!(r, json!({"op":"ack","id":77}));
+            return;
+        }
+    }
+
+    /// Waits for the close frame and returns its code; `None` if the stream ended without one.
+    pub async fn recv_close(&mut self) -> Option<u16> {
+        loop {
+            match timeout(STEP, self.ws.next())
+                .await
+                .expect("no close in time")
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f: CloseFrame<'_>| u16::from(f.code))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Asserts nothing but control frames arrives for `dur`.
+    pub async fn expect_silence(&mut self, dur: Duration) {
+        let deadline = tokio::time::Instant::now() + dur;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A raw WebSocket client over TCP: writes arbitrary (even invalid) frames, reads server frames.
+#[derive(Debug)]
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A frame read from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The close code, for a close frame with one.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+impl RawClient {
+    /// Connects and completes the handshake; reads the welcome frame.
+    pub async fn connect(hub: &TestHub) -> RawClient {
+        Self::connect_with_rcvbuf(hub, None).await
+    }
+
+    /// Like [`RawClient::connect`] with a small receive buffer, to stall quickly when not reading.
+    pub async fn connect_with_rcvbuf(hub: &TestHub, rcvbuf: Option<u32>) -> RawClient {
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let stream = timeout(STEP, socket.connect(hub.addr))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut c = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
+        let req = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            hub.addr
+        );
+        c.stream.write_all(req.as_bytes()).await.unwrap();
+        let head = c.read_http_head().await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let welcome = c.read_frame().await.expect("welcome");
+        assert_eq!(welcome.opcode, 0x1);
+        c
+    }
+
+    async fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
+                self.buf.drain(..pos + 4);
+                return head;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = timeout(STEP, self.stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "connection closed during handshake");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Writes bytes as they are.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Writes a masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.write(&frame(true, 0, 0x1, text.as_bytes()))
+            .await
+            .unwrap();
+    }
+
+    /// Reads one server frame; `None` when the connection ends first.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = match timeout(STEP, self.stream.read(&mut chunk))
+                .await
+                .expect("no frame in time")
+            {
+                Ok(n) => n,
+                Err(_) => return None,
+            };
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads the next text frame as JSON, skipping pings.
+    pub async fn recv_json(&mut self) -> Value {
+        loop {
+            let f = self.read_frame().await.expect("connection ended");
+            match f.opcode {
+                0x1 => return serde_json::from_slice(&f.payload).unwrap(),
+                0x9 | 0xA => continue,
+                other => panic!("unexpected opcode {other}: {f:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code (`None`: no code, or the stream ended).
+    pub async fn read_until_close(&mut self) -> Option<u16> {
+        loop {
+            let f = self.read_frame().await?;
+            if f.opcode == 0x8 {
+                return f.close_code();
+            }
+        }
+    }
+
+    /// True once the server has closed the TCP connection (EOF or reset) within `within`.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut chunk = [0u8; 65536];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+/// A client frame: masked with a fixed key. `rsv` is the three reserved bits (0..=7).
+pub fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = frame_header(fin, rsv, opcode, payload.len() as u64);
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// The header of a masked client frame announcing `len` payload bytes (mask key included).
+pub fn frame_header(fin: bool, rsv: u8, opcode: u8, len: u64) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0xf)];
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    out.extend_from_slice(&[0x37, 0xfa, 0x21, 0x3d]);
+    out
+}
+
+fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let fin = buf[0] & 0x80 != 0;
+    let opcode = buf[0] & 0x0f;
+    let len7 = (buf[1] & 0x7f) as usize;
+    let (len, mut idx) = match len7 {
+        126 => {
+            if buf.len() < 4 {
+                return None;
+            }
+            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return None;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        n => (n, 2),
+    };
+    if buf[1] & 0x80 != 0 {
+        idx += 4; // servers do not mask, but parse it anyway
+    }
+    if buf.len() < idx + len {
+        return None;
+    }
+    Some((
+        RawFrame {
+            fin,
+            opcode,
+            payload: buf[idx..idx + len].to_vec(),
+        },
+        idx + len,
+    ))
+}
+
+/// Connects `n` clients.
+pub async fn clients(hub: &TestHub, n: usize) -> Vec<Client> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Client::connect(hub).await);
+    }
+    out
+}
+
+/// `json!` re-exported for tests.
+pub use serde_json::json as j;

@@ -1,0 +1,213 @@
+//! Every client op and every error code of `switchboard.v1`, against a real hub.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use switchboard_tests::{Client, TestHub};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn welcome_names_session_node_worker_protocol_and_heartbeat() {
+    let hub = TestHub::builder().set("node_id", "n1").start();
+    let c = Client::connect(&hub).await;
+    let w = &c.welcome;
+    assert_eq!(w["op"], "welcome");
+    assert_eq!(w["node"], "n1");
+    assert_eq!(w["protocol"], "switchboard.v1");
+    assert_eq!(w["heartbeat"], 25);
+    assert!(w["session"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(w["worker"].as_u64().is_some_and(|w| w < 2));
+}
+
+#[tokio::test]
+async fn subscribe_publish_unsubscribe_and_ping_round_trip() {
+    let hub = TestHub::start();
+    let mut a = Client::connect(&hub).await;
+    let mut b = Client::connect(&hub).await;
+    assert_eq!(
+        a.request(json!({"op":"subscribe","room":"r","id":1})).await,
+        json!({"op":"ack","id":1})
+    );
+    // Subscribing twice is not an error.
+    assert_eq!(
+        a.request(json!({"op":"subscribe","room":"r","id":2})).await,
+        json!({"op":"ack","id":2})
+    );
+    assert_eq!(
+        b.request(json!({"op":"publish","room":"r","data":{"x":[1,2,"three"]},"id":3}))
+            .await,
+        json!({"op":"ack","id":3})
+    );
+    let m = a.recv().await;
+    assert_eq!(
+        m,
+        json!({"op":"message","room":"r","data":{"x":[1,2,"three"]},"from":b.session()})
+    );
+    assert_eq!(
+        a.request(json!({"op":"unsubscribe","room":"r","id":4}))
+            .await,
+        json!({"op":"ack","id":4})
+    );
+    b.publish("r", json!("after"), "node").await;
+    assert_eq!(
+        a.request(json!({"op":"ping","id":5})).await,
+        json!({"op":"pong","id":5})
+    );
+    // Without an id the reply has none.
+    assert_eq!(a.request(json!({"op":"ping"})).await, json!({"op":"pong"}));
+}
+
+#[tokio::test]
+async fn data_is_delivered_verbatim_and_publisher_member_gets_its_own_message() {
+    let hub = TestHub::start();
+    let mut a = Client::connect(&hub).await;
+    a.subscribe("room/ü").await;
+    a.send_text(r#"{"op":"publish","room":"room/ü","data": [ 1.50, null , {"k" : "v"} ],"id":9}"#)
+        .await;
+    let mut got = Vec::new();
+    got.push(a.recv().await);
+    got.push(a.recv().await);
+    let ack = got.iter().find(|v| v["op"] == "ack").unwrap();
+    assert_eq!(ack, &json!({"op":"ack","id":9}));
+    let msg = got.iter().find(|v| v["op"] == "message").unwrap();
+    assert_eq!(msg["from"], a.session());
+    assert_eq!(msg["room"], "room/ü");
+    assert_eq!(msg["data"], json!([1.5, null, {"k":"v"}]));
+}
+
+#[tokio::test]
+async fn null_data_is_a_valid_payload() {
+    let hub = TestHub::start();
+    let mut a = Client::connect(&hub).await;
+    a.subscribe("n").await;
+    let mut b = Client::connect(&hub).await;
+    b.publish("n", Value::Null, "node").await;
+    assert_eq!(a.recv().await["data"], Value::Null);
+}
+
+async fn expect_error(c: &mut Client, text: &str, code: &str, id: Value) {
+    c.send_text(text).await;
+    let r = c.recv().await;
+    let text: String = text.chars().take(120).collect();
+    assert_eq!(r["op"], "error", "{text} -> {r}");
+    assert_eq!(r["code"], code, "{text} -> {r}");
+    assert_eq!(r["id"], id, "{text} -> {r}");
+    assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test]
+async fn every_error_code_is_answered_and_the_session_stays_usable() {
+    let hub = TestHub::builder().set("max_subscriptions", 3).start();
+    let mut c = Client::connect(&hub).await;
+    expect_error(&mut c, "not json", "bad_request", Value::Null).await;
+    expect_error(&mut c, "[1,2]", "bad_request", Value::Null).await;
+    expect_error(&mut c, r#"{"room":"r","id":1}"#, "bad_request", json!(1)).await;
+    expect_error(&mut c, r#"{"op":7,"id":2}"#, "bad_request", json!(2)).await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":5,"id":3}"#,
+        "bad_request",
+        json!(3),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"publish","room":"r","id":4}"#,
+        "bad_request",
+        json!(4),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"publish","room":"r","data":1,"scope":"galaxy","id":5}"#,
+        "bad_request",
+        json!(5),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"ping","id":"seven"}"#,
+        "bad_request",
+        Value::Null,
+    )
+    .await;
+    expect_error(&mut c, r#"{"op":"dance","id":6}"#, "unknown_op", json!(6)).await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":"","id":7}"#,
+        "invalid_room",
+        json!(7),
+    )
+    .await;
+    let long = "x".repeat(201);
+    expect_error(
+        &mut c,
+        &json!({"op":"subscribe","room":long,"id":8}).to_string(),
+        "invalid_room",
+        json!(8),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":"a\nb","id":9}"#,
+        "invalid_room",
+        json!(9),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"unsubscribe","room":"never","id":10}"#,
+        "not_subscribed",
+        json!(10),
+    )
+    .await;
+    // The outgoing frame adds `from` to the data: within the 64 KiB limit in, over it out.
+    let prefix = r#"{"op":"publish","room":"r","id":11,"data":""#;
+    let big = "y".repeat(65536 - prefix.len() - 2);
+    let text = format!("{prefix}{big}\"}}");
+    assert_eq!(text.len(), 65536);
+    expect_error(&mut c, &text, "too_large", json!(11)).await;
+    c.send_raw(Message::binary(vec![1, 2, 3])).await;
+    let r = c.recv().await;
+    assert_eq!(
+        (r["op"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("unsupported"))
+    );
+    for (i, room) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(
+            c.request(json!({"op":"subscribe","room":room,"id":i}))
+                .await["op"],
+            "ack"
+        );
+    }
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":"d","id":12}"#,
+        "limit_exceeded",
+        json!(12),
+    )
+    .await;
+    // Re-subscribing to a room already held does not count against the limit.
+    assert_eq!(
+        c.request(json!({"op":"subscribe","room":"a","id":13}))
+            .await["op"],
+        "ack"
+    );
+    // After all that, the session still works.
+    assert_eq!(
+        c.request(json!({"op":"ping","id":14})).await,
+        json!({"op":"pong","id":14})
+    );
+}
+
+#[tokio::test]
+async fn room_of_200_bytes_is_accepted() {
+    let hub = TestHub::start();
+    let mut c = Client::connect(&hub).await;
+    let room = "é".repeat(100);
+    assert_eq!(
+        c.request(json!({"op":"subscribe","room":room,"id":1}))
+            .await,
+        json!({"op":"ack","id":1})
+    );
+}

@@ -1,0 +1,137 @@
+//! Slow consumers: a member that cannot keep up is closed with 4000 and the other members keep
+//! receiving every message; one that stops reading altogether is dropped.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use serde_json::json;
+use switchboard_tests::{Client, RawClient, TestHub};
+use tokio::sync::Semaphore;
+
+const MESSAGES: u64 = 50_000;
+
+/// Publishes `n` messages of about 1 KiB with sequence numbers, keeping at most `window` unacked
+/// and, for each of `credits`, at most its initial permits ahead of that reader.
+async fn publish_all(
+    publisher: &mut Client,
+    room: &str,
+    n: u64,
+    window: u64,
+    credits: &[Arc<Semaphore>],
+) {
+    let pad = "p".repeat(1000);
+    let mut acked = 0;
+    for seq in 0..n {
+        for credit in credits {
+            credit.acquire().await.unwrap().forget();
+        }
+        publisher
+            .send(json!({"op":"publish","room":room,"data":{"seq":seq,"pad":pad},"scope":"node"}))
+            .await;
+        while seq + 1 - acked > window {
+            assert_eq!(publisher.recv().await["op"], "ack");
+            acked += 1;
+        }
+    }
+    while acked < n {
+        assert_eq!(publisher.recv().await["op"], "ack");
+        acked += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_member_is_closed_with_4000_while_the_others_get_every_message() {
+    let hub = TestHub::start();
+    // A tiny receive buffer so the stall shows after kilobytes, not megabytes of kernel buffers.
+    let mut stalled = RawClient::connect_with_rcvbuf(&hub, Some(4096)).await;
+    stalled
+        .send_text(r#"{"op":"subscribe","room":"feed","id":1}"#)
+        .await;
+    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+
+    // Members that keep up: the publisher never runs more than 128 messages ahead of any of them
+    // (half the default queue of 256), however the machine schedules the test.
+    let mut readers = Vec::new();
+    let mut credits = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(&hub).await;
+        c.subscribe("feed").await;
+        let credit = Arc::new(Semaphore::new(128));
+        credits.push(credit.clone());
+        readers.push(tokio::spawn(async move {
+            for expected in 0..MESSAGES {
+                let m = c.recv().await;
+                assert_eq!(
+                    m["data"]["seq"], expected,
+                    "a fast member lost or reordered a message"
+                );
+                credit.add_permits(1);
+            }
+            c
+        }));
+    }
+    let mut publisher = Client::connect(&hub).await;
+    publish_all(&mut publisher, "feed", MESSAGES, 64, &credits).await;
+    for reader in join_all(readers).await {
+        reader.unwrap();
+    }
+
+    // The stalled member now reads what was queued for it, then the close.
+    let mut received = 0u64;
+    let code = loop {
+        let f = stalled
+            .read_frame()
+            .await
+            .expect("connection ended without a close frame");
+        match f.opcode {
+            0x1 => received += 1,
+            0x8 => break f.close_code(),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4000));
+    assert!(
+        received < MESSAGES,
+        "the stalled member was not cut off ({received} delivered)"
+    );
+    assert!(hub
+        .logs()
+        .iter()
+        .any(|l| l.contains("slow consumer closed")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_reads_again_is_dropped() {
+    // heartbeat 0.5 s: a socket whose peer takes no data for 1 s is dropped by the kernel.
+    let hub = TestHub::builder().set("heartbeat", 0.5).start();
+    let mut stalled = RawClient::connect_with_rcvbuf(&hub, Some(4096)).await;
+    let stalled_port = stalled.stream.local_addr().unwrap().port();
+    stalled
+        .send_text(r#"{"op":"subscribe","room":"feed","id":1}"#)
+        .await;
+    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+    let mut publisher = Client::connect(&hub).await;
+    publish_all(&mut publisher, "feed", 5_000, 64, &[]).await;
+    assert!(hub.has_connection_from(stalled_port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.has_connection_from(stalled_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection is still open"
+        );
+        // Pinging keeps the publisher's own session alive meanwhile.
+        assert_eq!(
+            publisher.request(json!({"op":"ping","id":2})).await,
+            json!({"op":"pong","id":2})
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        publisher.request(json!({"op":"ping","id":3})).await,
+        json!({"op":"pong","id":3})
+    );
+}

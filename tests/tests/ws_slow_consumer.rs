@@ -135,3 +135,29 @@ async fn a_member_that_never_reads_again_is_dropped() {
         json!({"op":"pong","id":3})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_queue_makes_the_publisher_wait_and_loses_nothing() {
+    // One slot per room queue: nearly every publish finds it full and takes the waiting path.
+    let hub = TestHub::builder()
+        .set("room_queue_capacity", 1)
+        .set("outbox_capacity", 100_000)
+        .start();
+    let mut members = Vec::new();
+    let mut workers = std::collections::HashSet::new();
+    while members.len() < 4 || workers.len() < 2 {
+        let mut c = Client::connect(&hub).await;
+        workers.insert(c.worker());
+        c.subscribe("busy").await;
+        members.push(c);
+        assert!(members.len() < 40, "connections never reached the second worker");
+    }
+    let mut publisher = Client::connect(&hub).await;
+    let n = 3_000;
+    publish_all(&mut publisher, "busy", n, 1_000, &[]).await;
+    for mut m in members {
+        for expected in 0..n {
+            assert_eq!(m.recv().await["data"]["seq"], expected);
+        }
+    }
+}

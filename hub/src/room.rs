@@ -6,7 +6,7 @@
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
-use actix::{prelude::SendError, Actor, Addr, Context, Handler};
+use actix::{fut::wrap_future, prelude::SendError, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
     messages::{Deliver, Evict, Fanout},
@@ -34,7 +34,18 @@ pub(crate) type Members = Rc<RefCell<HashMap<SessionId, Member>>>;
 pub(crate) struct Room {
     members: Members,
     node: Arc<Node>,
+    /// Publishes fanned out since the room last yielded its thread.
+    burst: usize,
 }
+
+/// Publishes a room fans out before it yields its worker thread.
+///
+/// actix handles every queued message of an actor in one go. Without a yield, a room with a full
+/// queue would push up to `room_queue_capacity` frames into each member's queue before any member
+/// on the same thread got a turn to write them out, and evict members that read perfectly well.
+/// Yielding every few publishes lets members drain in step; the batch still lets a member write
+/// several frames per syscall.
+const FANOUT_BATCH: usize = 32;
 
 impl Room {
     /// Starts a room actor on the current worker.
@@ -42,7 +53,11 @@ impl Room {
         let capacity = node.config.room_queue_capacity;
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            Room { members, node }
+            Room {
+                members,
+                node,
+                burst: 0,
+            }
         })
     }
 }
@@ -54,7 +69,14 @@ impl Actor for Room {
 impl Handler<Fanout> for Room {
     type Result = ();
 
-    fn handle(&mut self, Fanout(frame): Fanout, _: &mut Context<Self>) {
+    fn handle(&mut self, Fanout(frame): Fanout, ctx: &mut Context<Self>) {
+        self.burst += 1;
+        if self.burst >= FANOUT_BATCH {
+            self.burst = 0;
+            // `wait` stops this room's mailbox loop until the yield completes, after the other
+            // tasks of the worker (its sessions among them) have run.
+            ctx.wait(wrap_future(tokio::task::yield_now()));
+        }
         let mut delivered = 0u64;
         let mut members = self.members.borrow_mut();
         members.retain(|_, member| {

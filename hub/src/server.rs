@@ -81,7 +81,9 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
     .workers(workers)
     .disable_signals()
     .backlog(LISTEN_BACKLOG as u32)
-    .max_connections(config.max_connections.min(1 << 24))
+    // Per worker, and above the node's own limit, so that a handshake over the node limit is still
+    // accepted and answered 503 rather than left waiting in the backlog.
+    .max_connections(config.max_connections.saturating_add(1024).min(1 << 24))
     // Zero: close the TCP connection as soon as a session ends. Small non-zero values were seen
     // to leave connections open.
     .client_disconnect_timeout(Duration::ZERO)

@@ -1,7 +1,12 @@
-//! The drain: stop accepting, then close every session with 1001 "going away", spread evenly over
-//! `shutdown_window` so that thousands of clients do not all reconnect in the same millisecond.
+//! The drain: refuse new sessions, then close every session with 1001 "going away", spread evenly
+//! over `shutdown_window` so that thousands of clients do not all reconnect in the same
+//! millisecond.
+//!
+//! The listener keeps accepting during the drain so that a reconnecting client is answered 503 at
+//! once (by the WebSocket route, which checks the draining flag) instead of waiting in the kernel's
+//! backlog until the listener closes.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use actix_web::dev::ServerHandle;
 use tokio::time::{sleep, sleep_until, Instant};
@@ -13,8 +18,11 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
     node.start_draining();
-    handle.pause().await;
-    let sessions: Vec<_> = node.sessions.iter().map(|e| e.value().clone()).collect();
+    let sessions: Vec<_> = node
+        .sessions
+        .iter()
+        .map(|e| (*e.key(), e.value().clone()))
+        .collect();
     let window = node.config.shutdown_window;
     tracing::info!(
         sessions = sessions.len(),
@@ -23,9 +31,21 @@ pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
     );
     let start = Instant::now();
     let n = sessions.len().max(1) as f64;
-    for (i, addr) in sessions.iter().enumerate() {
+    let mut told = HashSet::with_capacity(sessions.len());
+    for (i, (id, addr)) in sessions.iter().enumerate() {
         sleep_until(start + window.mul_f64(i as f64 / n)).await;
-        // Bounded: one per session, once.
+        // Bounded: one per session, once (the `told` set).
+        addr.do_send(GoAway);
+        told.insert(*id);
+    }
+    // Sessions whose handshake passed just before the flag was set.
+    let late: Vec<_> = node
+        .sessions
+        .iter()
+        .filter(|e| !told.contains(e.key()))
+        .map(|e| e.value().clone())
+        .collect();
+    for addr in late {
         addr.do_send(GoAway);
     }
     let deadline = Instant::now() + FLUSH_GRACE;

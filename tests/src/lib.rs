@@ -48,8 +48,10 @@ pub struct HubBuilder {
 impl HubBuilder {
     /// Sets config key `key` (e.g. `workers`) through its environment variable.
     pub fn set(mut self, key: &str, value: impl ToString) -> Self {
-        self.env
-            .push((format!("SWITCHBOARD_{}", key.to_ascii_uppercase()), value.to_string()));
+        self.env.push((
+            format!("SWITCHBOARD_{}", key.to_ascii_uppercase()),
+            value.to_string(),
+        ));
         self
     }
 
@@ -94,7 +96,10 @@ impl HubBuilder {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("hub did not start; logs:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "hub did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         TestHub { child, addr, logs }
@@ -300,13 +305,16 @@ impl Client {
 
     /// Subscribes and checks the ack.
     pub async fn subscribe(&mut self, room: &str) {
-        let r = self.request(json!({"op":"subscribe","room":room,"id":1})).await;
+        let r = self
+            .request(json!({"op":"subscribe","room":room,"id":1}))
+            .await;
         assert_eq!(r, json!({"op":"ack","id":1}));
     }
 
     /// Publishes and checks the ack (skipping deliveries that arrive first).
     pub async fn publish(&mut self, room: &str, data: Value, scope: &str) {
-        self.send(json!({"op":"publish","room":room,"data":data,"scope":scope,"id":77})).await;
+        self.send(json!({"op":"publish","room":room,"data":data,"scope":scope,"id":77}))
+            .await;
         loop {
             let r = self.recv().await;
             if r["op"] == "message" {
@@ -320,8 +328,13 @@ impl Client {
     /// Waits for the close frame and returns its code; `None` if the stream ended without one.
     pub async fn recv_close(&mut self) -> Option<u16> {
         loop {
-            match timeout(STEP, self.ws.next()).await.expect("no close in time") {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f: CloseFrame<'_>| u16::from(f.code)),
+            match timeout(STEP, self.ws.next())
+                .await
+                .expect("no close in time")
+            {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f: CloseFrame<'_>| u16::from(f.code))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
             }
@@ -376,7 +389,10 @@ impl RawClient {
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
         }
-        let stream = timeout(STEP, socket.connect(hub.addr)).await.unwrap().unwrap();
+        let stream = timeout(STEP, socket.connect(hub.addr))
+            .await
+            .unwrap()
+            .unwrap();
         let mut c = RawClient {
             stream,
             buf: Vec::new(),
@@ -402,7 +418,10 @@ impl RawClient {
                 return head;
             }
             let mut chunk = [0u8; 4096];
-            let n = timeout(STEP, self.stream.read(&mut chunk)).await.unwrap().unwrap();
+            let n = timeout(STEP, self.stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "connection closed during handshake");
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -415,7 +434,9 @@ impl RawClient {
 
     /// Writes a masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.write(&frame(true, 0, 0x1, text.as_bytes())).await.unwrap();
+        self.write(&frame(true, 0, 0x1, text.as_bytes()))
+            .await
+            .unwrap();
     }
 
     /// Reads one server frame; `None` when the connection ends first.
@@ -426,7 +447,10 @@ impl RawClient {
                 return Some(frame);
             }
             let mut chunk = [0u8; 65536];
-            let n = match timeout(STEP, self.stream.read(&mut chunk)).await.expect("no frame in time") {
+            let n = match timeout(STEP, self.stream.read(&mut chunk))
+                .await
+                .expect("no frame in time")
+            {
                 Ok(n) => n,
                 Err(_) => return None,
             };

@@ -24,18 +24,35 @@ async fn subscribe_publish_unsubscribe_and_ping_round_trip() {
     let hub = TestHub::start();
     let mut a = Client::connect(&hub).await;
     let mut b = Client::connect(&hub).await;
-    assert_eq!(a.request(json!({"op":"subscribe","room":"r","id":1})).await, json!({"op":"ack","id":1}));
-    // Subscribing twice is not an error.
-    assert_eq!(a.request(json!({"op":"subscribe","room":"r","id":2})).await, json!({"op":"ack","id":2}));
     assert_eq!(
-        b.request(json!({"op":"publish","room":"r","data":{"x":[1,2,"three"]},"id":3})).await,
+        a.request(json!({"op":"subscribe","room":"r","id":1})).await,
+        json!({"op":"ack","id":1})
+    );
+    // Subscribing twice is not an error.
+    assert_eq!(
+        a.request(json!({"op":"subscribe","room":"r","id":2})).await,
+        json!({"op":"ack","id":2})
+    );
+    assert_eq!(
+        b.request(json!({"op":"publish","room":"r","data":{"x":[1,2,"three"]},"id":3}))
+            .await,
         json!({"op":"ack","id":3})
     );
     let m = a.recv().await;
-    assert_eq!(m, json!({"op":"message","room":"r","data":{"x":[1,2,"three"]},"from":b.session()}));
-    assert_eq!(a.request(json!({"op":"unsubscribe","room":"r","id":4})).await, json!({"op":"ack","id":4}));
+    assert_eq!(
+        m,
+        json!({"op":"message","room":"r","data":{"x":[1,2,"three"]},"from":b.session()})
+    );
+    assert_eq!(
+        a.request(json!({"op":"unsubscribe","room":"r","id":4}))
+            .await,
+        json!({"op":"ack","id":4})
+    );
     b.publish("r", json!("after"), "node").await;
-    assert_eq!(a.request(json!({"op":"ping","id":5})).await, json!({"op":"pong","id":5}));
+    assert_eq!(
+        a.request(json!({"op":"ping","id":5})).await,
+        json!({"op":"pong","id":5})
+    );
     // Without an id the reply has none.
     assert_eq!(a.request(json!({"op":"ping"})).await, json!({"op":"pong"}));
 }
@@ -45,7 +62,8 @@ async fn data_is_delivered_verbatim_and_publisher_member_gets_its_own_message() 
     let hub = TestHub::start();
     let mut a = Client::connect(&hub).await;
     a.subscribe("room/ü").await;
-    a.send_text(r#"{"op":"publish","room":"room/ü","data": [ 1.50, null , {"k" : "v"} ],"id":9}"#).await;
+    a.send_text(r#"{"op":"publish","room":"room/ü","data": [ 1.50, null , {"k" : "v"} ],"id":9}"#)
+        .await;
     let mut got = Vec::new();
     got.push(a.recv().await);
     got.push(a.recv().await);
@@ -85,16 +103,64 @@ async fn every_error_code_is_answered_and_the_session_stays_usable() {
     expect_error(&mut c, "[1,2]", "bad_request", Value::Null).await;
     expect_error(&mut c, r#"{"room":"r","id":1}"#, "bad_request", json!(1)).await;
     expect_error(&mut c, r#"{"op":7,"id":2}"#, "bad_request", json!(2)).await;
-    expect_error(&mut c, r#"{"op":"subscribe","room":5,"id":3}"#, "bad_request", json!(3)).await;
-    expect_error(&mut c, r#"{"op":"publish","room":"r","id":4}"#, "bad_request", json!(4)).await;
-    expect_error(&mut c, r#"{"op":"publish","room":"r","data":1,"scope":"galaxy","id":5}"#, "bad_request", json!(5)).await;
-    expect_error(&mut c, r#"{"op":"ping","id":"seven"}"#, "bad_request", Value::Null).await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":5,"id":3}"#,
+        "bad_request",
+        json!(3),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"publish","room":"r","id":4}"#,
+        "bad_request",
+        json!(4),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"publish","room":"r","data":1,"scope":"galaxy","id":5}"#,
+        "bad_request",
+        json!(5),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"ping","id":"seven"}"#,
+        "bad_request",
+        Value::Null,
+    )
+    .await;
     expect_error(&mut c, r#"{"op":"dance","id":6}"#, "unknown_op", json!(6)).await;
-    expect_error(&mut c, r#"{"op":"subscribe","room":"","id":7}"#, "invalid_room", json!(7)).await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":"","id":7}"#,
+        "invalid_room",
+        json!(7),
+    )
+    .await;
     let long = "x".repeat(201);
-    expect_error(&mut c, &json!({"op":"subscribe","room":long,"id":8}).to_string(), "invalid_room", json!(8)).await;
-    expect_error(&mut c, r#"{"op":"subscribe","room":"a\nb","id":9}"#, "invalid_room", json!(9)).await;
-    expect_error(&mut c, r#"{"op":"unsubscribe","room":"never","id":10}"#, "not_subscribed", json!(10)).await;
+    expect_error(
+        &mut c,
+        &json!({"op":"subscribe","room":long,"id":8}).to_string(),
+        "invalid_room",
+        json!(8),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":"a\nb","id":9}"#,
+        "invalid_room",
+        json!(9),
+    )
+    .await;
+    expect_error(
+        &mut c,
+        r#"{"op":"unsubscribe","room":"never","id":10}"#,
+        "not_subscribed",
+        json!(10),
+    )
+    .await;
     // The outgoing frame adds `from` to the data: within the 64 KiB limit in, over it out.
     let prefix = r#"{"op":"publish","room":"r","id":11,"data":""#;
     let big = "y".repeat(65536 - prefix.len() - 2);
@@ -103,15 +169,35 @@ async fn every_error_code_is_answered_and_the_session_stays_usable() {
     expect_error(&mut c, &text, "too_large", json!(11)).await;
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
     let r = c.recv().await;
-    assert_eq!((r["op"].as_str(), r["code"].as_str()), (Some("error"), Some("unsupported")));
+    assert_eq!(
+        (r["op"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("unsupported"))
+    );
     for (i, room) in ["a", "b", "c"].iter().enumerate() {
-        assert_eq!(c.request(json!({"op":"subscribe","room":room,"id":i})).await["op"], "ack");
+        assert_eq!(
+            c.request(json!({"op":"subscribe","room":room,"id":i}))
+                .await["op"],
+            "ack"
+        );
     }
-    expect_error(&mut c, r#"{"op":"subscribe","room":"d","id":12}"#, "limit_exceeded", json!(12)).await;
+    expect_error(
+        &mut c,
+        r#"{"op":"subscribe","room":"d","id":12}"#,
+        "limit_exceeded",
+        json!(12),
+    )
+    .await;
     // Re-subscribing to a room already held does not count against the limit.
-    assert_eq!(c.request(json!({"op":"subscribe","room":"a","id":13})).await["op"], "ack");
+    assert_eq!(
+        c.request(json!({"op":"subscribe","room":"a","id":13}))
+            .await["op"],
+        "ack"
+    );
     // After all that, the session still works.
-    assert_eq!(c.request(json!({"op":"ping","id":14})).await, json!({"op":"pong","id":14}));
+    assert_eq!(
+        c.request(json!({"op":"ping","id":14})).await,
+        json!({"op":"pong","id":14})
+    );
 }
 
 #[tokio::test]
@@ -119,5 +205,9 @@ async fn room_of_200_bytes_is_accepted() {
     let hub = TestHub::start();
     let mut c = Client::connect(&hub).await;
     let room = "é".repeat(100);
-    assert_eq!(c.request(json!({"op":"subscribe","room":room,"id":1})).await, json!({"op":"ack","id":1}));
+    assert_eq!(
+        c.request(json!({"op":"subscribe","room":room,"id":1}))
+            .await,
+        json!({"op":"ack","id":1})
+    );
 }

@@ -150,7 +150,10 @@ async fn a_full_room_queue_makes_the_publisher_wait_and_loses_nothing() {
         workers.insert(c.worker());
         c.subscribe("busy").await;
         members.push(c);
-        assert!(members.len() < 40, "connections never reached the second worker");
+        assert!(
+            members.len() < 40,
+            "connections never reached the second worker"
+        );
     }
     let mut publisher = Client::connect(&hub).await;
     let n = 3_000;

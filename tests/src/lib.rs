@@ -385,6 +385,14 @@ impl RawClient {
 
     /// Like [`RawClient::connect`] with a small receive buffer, to stall quickly when not reading.
     pub async fn connect_with_rcvbuf(hub: &TestHub, rcvbuf: Option<u32>) -> RawClient {
+        match Self::try_connect(hub, rcvbuf).await {
+            Ok(c) => c,
+            Err(head) => panic!("handshake refused: {head}"),
+        }
+    }
+
+    /// Connects; `Err` with the response head when the hub does not answer 101.
+    pub async fn try_connect(hub: &TestHub, rcvbuf: Option<u32>) -> Result<RawClient, String> {
         let socket = TcpSocket::new_v4().unwrap();
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
@@ -404,10 +412,12 @@ impl RawClient {
         );
         c.stream.write_all(req.as_bytes()).await.unwrap();
         let head = c.read_http_head().await;
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(head);
+        }
         let welcome = c.read_frame().await.expect("welcome");
         assert_eq!(welcome.opcode, 0x1);
-        c
+        Ok(c)
     }
 
     async fn read_http_head(&mut self) -> String {

@@ -175,3 +175,28 @@ async fn malformed_json_of_every_kind_leaves_the_session_usable() {
         json!({"op":"pong","id":1})
     );
 }
+
+#[tokio::test]
+async fn a_session_closed_for_a_protocol_error_frees_its_connection_slot() {
+    // One slot: each round can only connect once the previous session has let go of it.
+    let hub = TestHub::builder().set("max_connections", 1).start();
+    for _ in 0..5 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut c = loop {
+            match RawClient::try_connect(&hub, None).await {
+                Ok(c) => break c,
+                Err(head) => {
+                    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the slot was never freed"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        c.write(&frame(true, 0b010, 0x1, b"{}")).await.unwrap();
+        assert_eq!(c.read_until_close().await, Some(1002));
+        assert!(c.closed_within(Duration::from_secs(3)).await);
+    }
+}

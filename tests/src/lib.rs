@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::{
+    collections::HashSet,
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, ExitStatus, Stdio},
@@ -569,6 +570,33 @@ fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
         },
         idx + len,
     ))
+}
+
+/// Most clients a test connects while waiting for actix to use both workers.
+const MAX_SPREAD: usize = 40;
+
+/// Connects at least `min` clients, and more (up to [`MAX_SPREAD`]) until both workers 0 and 1
+/// serve at least one of them.
+pub async fn spread_clients(hub: &TestHub, min: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    while out.len() < min || !covers_both_workers(&out) {
+        assert!(
+            out.len() < MAX_SPREAD,
+            "{MAX_SPREAD} connections all landed on one worker: {:?}",
+            workers_of(&out)
+        );
+        out.push(Client::connect(hub).await);
+    }
+    out
+}
+
+pub fn workers_of(clients: &[Client]) -> HashSet<u64> {
+    clients.iter().map(Client::worker).collect()
+}
+
+pub fn covers_both_workers(clients: &[Client]) -> bool {
+    let workers = workers_of(clients);
+    workers.contains(&0) && workers.contains(&1)
 }
 
 /// Connects `n` clients.

@@ -9,34 +9,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use serde_json::{json, Value};
-use switchboard_tests::{Client, TestHub};
-
-/// Most clients a test connects while waiting for actix to use both workers.
-const MAX_SPREAD: usize = 40;
-
-/// Connects at least `min` clients, and more (up to [`MAX_SPREAD`]) until both workers 0 and 1
-/// serve at least one of them.
-async fn spread_clients(hub: &TestHub, min: usize) -> Vec<Client> {
-    let mut out = Vec::new();
-    while out.len() < min || !covers_both_workers(&out) {
-        assert!(
-            out.len() < MAX_SPREAD,
-            "{MAX_SPREAD} connections all landed on one worker: {:?}",
-            workers_of(&out)
-        );
-        out.push(Client::connect(hub).await);
-    }
-    out
-}
-
-fn workers_of(clients: &[Client]) -> HashSet<u64> {
-    clients.iter().map(Client::worker).collect()
-}
-
-fn covers_both_workers(clients: &[Client]) -> bool {
-    let workers = workers_of(clients);
-    workers.contains(&0) && workers.contains(&1)
-}
+use switchboard_tests::{covers_both_workers, spread_clients, Client, TestHub};
 
 /// Subscribes every client to `room`.
 async fn subscribe_all(clients: &mut [Client], room: &str) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use serde_json::json;
-use switchboard_tests::{Client, RawClient, TestHub};
+use switchboard_tests::{spread_clients, Client, RawClient, TestHub};
 use tokio::sync::Semaphore;
 
 const MESSAGES: u64 = 50_000;
@@ -143,17 +143,9 @@ async fn a_full_room_queue_makes_the_publisher_wait_and_loses_nothing() {
         .set("room_queue_capacity", 1)
         .set("outbox_capacity", 100_000)
         .start();
-    let mut members = Vec::new();
-    let mut workers = std::collections::HashSet::new();
-    while members.len() < 4 || workers.len() < 2 {
-        let mut c = Client::connect(&hub).await;
-        workers.insert(c.worker());
-        c.subscribe("busy").await;
-        members.push(c);
-        assert!(
-            members.len() < 40,
-            "connections never reached the second worker"
-        );
+    let mut members = spread_clients(&hub, 4).await;
+    for m in &mut members {
+        m.subscribe("busy").await;
     }
     let mut publisher = Client::connect(&hub).await;
     let n = 3_000;

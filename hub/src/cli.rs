@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Load-test a hub (Switchboard or a peer) with real WebSocket clients.
+    Bench(switchboard_bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +54,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => switchboard_bench::main(args),
     }
 }
 

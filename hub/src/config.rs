@@ -19,6 +19,8 @@ pub const DEFAULT_WS_PATH: &str = "/ws";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
 /// Default capacity of a session's outgoing queue, in messages.
 pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
+/// Default budget of encoded bytes waiting for a session's socket.
+pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 1024 * 1024;
 /// Default capacity of a room's queue of publishes waiting for fan-out, per worker.
 pub const DEFAULT_ROOM_QUEUE_CAPACITY: usize = 1024;
 /// Default largest accepted WebSocket message, and largest `message` frame sent.
@@ -55,6 +57,9 @@ pub struct Config {
     /// Capacity of each session's outgoing queue, in messages; a session whose queue is full is
     /// closed as a slow consumer.
     pub outbox_capacity: usize,
+    /// Budget of encoded bytes waiting for a session's socket; a session over it is closed as a
+    /// slow consumer.
+    pub outbox_max_bytes: usize,
     /// Capacity of each room's per-worker queue; a publisher finding it full waits for room.
     pub room_queue_capacity: usize,
     /// Largest accepted WebSocket message (after reassembly) and largest `message` frame sent.
@@ -97,6 +102,7 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("node_id", ValueKind::String),
     ("heartbeat", ValueKind::Number),
     ("outbox_capacity", ValueKind::Number),
+    ("outbox_max_bytes", ValueKind::Number),
     ("room_queue_capacity", ValueKind::Number),
     ("max_message_bytes", ValueKind::Number),
     ("max_subscriptions", ValueKind::Number),
@@ -122,6 +128,7 @@ struct FileConfig {
     node_id: Option<String>,
     heartbeat: Option<f64>,
     outbox_capacity: Option<i64>,
+    outbox_max_bytes: Option<i64>,
     room_queue_capacity: Option<i64>,
     max_message_bytes: Option<i64>,
     max_subscriptions: Option<i64>,
@@ -309,6 +316,13 @@ impl FileConfig {
             1,
             1 << 20,
         )?;
+        let outbox_max_bytes = int_in(
+            "outbox_max_bytes",
+            self.outbox_max_bytes,
+            DEFAULT_OUTBOX_MAX_BYTES,
+            4096,
+            1 << 30,
+        )?;
         let room_queue_capacity = int_in(
             "room_queue_capacity",
             self.room_queue_capacity,
@@ -368,6 +382,7 @@ impl FileConfig {
             node_id,
             heartbeat,
             outbox_capacity,
+            outbox_max_bytes,
             room_queue_capacity,
             max_message_bytes,
             max_subscriptions,

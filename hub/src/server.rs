@@ -12,10 +12,14 @@ use std::{
     time::Duration,
 };
 
-use actix_web::{http::StatusCode, web, App, HttpRequest, HttpResponse, HttpServer};
-use socket2::{Domain, SockRef, Socket, Type};
+use actix_codec::Framed;
+use actix_http::{h1, HttpService, Request};
+use actix_service::{fn_service, map_config};
+use actix_web::rt::net::TcpStream;
+use actix_web::{dev::AppConfig, http::StatusCode, web, App, HttpResponse};
+use socket2::{Domain, Socket, Type};
 
-use crate::{config::Config, node::Node, session, shutdown, stats::Stats, worker::WorkerRooms};
+use crate::{config::Config, node::Node, session, shutdown, worker::WorkerRooms};
 
 /// Listen backlog: connection storms (a fleet reconnecting after a deploy) must not overflow it.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -64,72 +68,48 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
     let config = node.config.clone();
     let workers = config.workers;
     let next_worker = Arc::new(AtomicUsize::new(0));
-    // A connection whose peer takes no data for this long is dropped by the kernel. This is what
-    // ends a client that stopped reading: its session is not even polled any more.
-    let user_timeout = (config.heartbeat * 2).max(Duration::from_secs(1));
     let ws_path = config.ws_path.clone();
-    let server = HttpServer::new(move || {
-        // Called once per worker, on that worker's thread.
-        let index = next_worker.fetch_add(1, Ordering::Relaxed) % workers;
-        let rooms = Rc::new(WorkerRooms::new(index, node.clone()));
-        App::new()
-            .app_data(web::Data::from(node.clone()))
-            .app_data(rooms)
-            .route(&ws_path, web::get().to(ws_route))
-            .default_service(web::to(not_found))
-    })
-    .workers(workers)
-    .disable_signals()
-    .backlog(LISTEN_BACKLOG as u32)
-    // Per worker, and above the node's own limit, so that a handshake over the node limit is still
-    // accepted and answered 503 rather than left waiting in the backlog.
-    .max_connections(config.max_connections.saturating_add(1024).min(1 << 24))
-    // Zero: close the TCP connection as soon as a session ends. Small non-zero values were seen
-    // to leave connections open.
-    .client_disconnect_timeout(Duration::ZERO)
-    .shutdown_timeout(1)
-    .on_connect(move |conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let socket = SockRef::from(tcp);
-            if let Err(e) = socket.set_tcp_user_timeout(Some(user_timeout)) {
-                tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
-            }
-        }
-    })
-    .listen(listener)?
-    .run();
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .backlog(LISTEN_BACKLOG as u32)
+        // Per worker, and above the node's own limit, so that a handshake over the node limit is
+        // still accepted and answered 503 rather than left waiting in the backlog.
+        .max_concurrent_connections(config.max_connections.saturating_add(1024).min(1 << 24))
+        .shutdown_timeout(1)
+        .listen("switchboard-ws", listener, move || {
+            // Called once per worker, on that worker's thread.
+            let index = next_worker.fetch_add(1, Ordering::Relaxed) % workers;
+            let rooms = Rc::new(WorkerRooms::new(index, node.clone()));
+            let upgrade_node = node.clone();
+            // Upgrade requests (`Connection: upgrade`) leave HTTP here: the session transport
+            // takes the socket (see `session/transport.rs`).
+            let upgrade = fn_service(
+                move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                    session::serve_upgrade(req, framed, upgrade_node.clone(), rooms.clone())
+                },
+            );
+            // Every other request is plain HTTP.
+            let app = App::new()
+                .route(&ws_path, web::to(upgrade_required))
+                .default_service(web::to(not_found));
+            HttpService::build()
+                // Zero: close the TCP connection as soon as a response is done.
+                .client_disconnect_timeout(Duration::ZERO)
+                .upgrade(upgrade)
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
     Ok(server)
 }
 
-async fn ws_route(
-    req: HttpRequest,
-    payload: web::Payload,
-    node: web::Data<Node>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let node = node.into_inner();
-    let Some(rooms) = req.app_data::<Rc<WorkerRooms>>().cloned() else {
-        return Ok(json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "worker state missing",
-        ));
-    };
-    if node.is_draining() {
-        return Ok(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "the node is shutting down",
-        ));
-    }
-    let Some(slot) = node.try_acquire_slot() else {
-        Stats::add(&node.stats.refused_at_limit, 1);
-        return Ok(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "limit_exceeded",
-            "the node is at its connection limit",
-        ));
-    };
-    session::accept(&req, payload, node, rooms, slot)
+async fn upgrade_required() -> HttpResponse {
+    HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
+        .insert_header(("upgrade", "websocket"))
+        .json(serde_json::json!({
+            "error": { "code": "upgrade_required", "message": "this endpoint speaks WebSocket only" }
+        }))
 }
 
 async fn not_found() -> HttpResponse {

@@ -6,9 +6,9 @@
 //! filled by rooms with `try_send`; when it is full the room evicts the session, which then
 //! closes with 4000 "slow consumer".
 //!
-//! If the client stops reading altogether, actix-http stops polling the session (its write buffer
-//! is full), so not even a close frame can be written. Such a connection is dropped by the kernel:
-//! every socket gets `TCP_USER_TIMEOUT` of twice the heartbeat (see `crate::server`).
+//! The transport (`transport.rs`) polls the session whether or not the socket takes data, and
+//! bounds the bytes waiting for the socket (`outbox_max_bytes`): a client that stops reading is
+//! evicted there, and dropped outright if even the close frame cannot be written.
 
 mod reassembly;
 mod transport;
@@ -26,7 +26,6 @@ use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Running, StreamHandler, WrapFuture,
 };
 use actix_http::ws::ProtocolError;
-use actix_web::{HttpRequest, HttpResponse};
 use switchboard_protocol::{
     close, decode, ClientFrame, ErrorCode, Publish, Scope, ServerFrame, Welcome,
 };
@@ -42,8 +41,10 @@ use crate::{
 
 use self::{
     reassembly::{Assembled, Reassembly},
-    transport::{close_code_for, close_reason, Item, Message, Verdict, WsContext},
+    transport::{close_reason, Inbound, Item, Message, WsContext},
 };
+
+pub(crate) use self::transport::serve_upgrade;
 
 /// State a session shares with the rooms it is a member of (same thread).
 #[derive(Debug, Default)]
@@ -64,36 +65,27 @@ pub(crate) struct WsSession {
     flags: Rc<MemberFlags>,
     last_heard: Instant,
     fragments: Option<Reassembly>,
-    verdict: Verdict,
     closing: bool,
     _slot: ConnectionSlot,
 }
 
-/// Upgrades `req` to a WebSocket session on the current worker.
-pub(crate) fn accept(
-    req: &HttpRequest,
-    payload: actix_web::web::Payload,
-    node: Arc<Node>,
-    worker: Rc<WorkerRooms>,
-    slot: ConnectionSlot,
-) -> Result<HttpResponse, actix_web::Error> {
-    let (id, label) = node.next_session_id();
-    let verdict = Verdict::default();
-    let max = node.config.max_message_bytes;
-    let session = WsSession {
-        id,
-        label,
-        node,
-        worker,
-        subscriptions: HashSet::new(),
-        flags: Rc::default(),
-        last_heard: Instant::now(),
-        fragments: None,
-        verdict: verdict.clone(),
-        closing: false,
-        _slot: slot,
-    };
-    transport::start(session, req, payload, max, verdict)
+impl WsSession {
+    /// A session for a connection whose handshake was accepted on the current worker.
+    pub(crate) fn new(node: Arc<Node>, worker: Rc<WorkerRooms>, slot: ConnectionSlot) -> Self {
+        let (id, label) = node.next_session_id();
+        WsSession {
+            id,
+            label,
+            node,
+            worker,
+            subscriptions: HashSet::new(),
+            flags: Rc::default(),
+            last_heard: Instant::now(),
+            fragments: None,
+            closing: false,
+            _slot: slot,
+        }
+    }
 }
 
 impl Actor for WsSession {
@@ -296,8 +288,8 @@ impl WsSession {
     }
 }
 
-impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut WsContext) {
+impl StreamHandler<Inbound> for WsSession {
+    fn handle(&mut self, item: Inbound, ctx: &mut WsContext) {
         if self.closing {
             return;
         }
@@ -314,23 +306,27 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(err) => match close_code_for(&err, self.verdict.get()) {
-                Some((code, reason)) => {
-                    Stats::add(&self.node.stats.protocol_errors, 1);
-                    tracing::debug!(session = %self.label, %err, code, "protocol error");
-                    self.close(ctx, code, reason);
-                }
-                None => {
-                    self.closing = true;
-                    ctx.stop();
-                }
-            },
+            Err(violation) => {
+                Stats::add(&self.node.stats.protocol_errors, 1);
+                tracing::debug!(session = %self.label, code = violation.code, "protocol error");
+                self.close(ctx, violation.code, violation.reason);
+            }
         }
     }
 
     fn finished(&mut self, ctx: &mut WsContext) {
+        // The client closed its side (or the socket failed).
+        self.closing = true;
         ctx.stop();
     }
+}
+
+/// `WebsocketContext` requires this handler for its built-in payload stream, which the transport
+/// leaves empty (it never yields): frames arrive through the `Inbound` stream above.
+impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
+    fn handle(&mut self, _: Result<Message, ProtocolError>, _: &mut WsContext) {}
+
+    fn finished(&mut self, _: &mut WsContext) {}
 }
 
 impl Handler<Deliver> for WsSession {

@@ -2,8 +2,37 @@
 //!
 //! Real WebSocket clients (tokio-tungstenite) that drive a hub, Switchboard or one of its peers,
 //! and measure what it delivers: throughput, latency, loss, duplication, memory per connection.
+//!
+//! Layout: [`fanout`] and [`connect`] are the scenarios; [`adapters`] speak each target's
+//! protocol; [`net`] opens the sockets (loopback only, spread over source addresses);
+//! [`payload`] stamps and recognises messages; [`stats`] holds the latency histogram and the
+//! loss/duplicate accounting; [`report`] prints the result; [`control`], [`progress`] and
+//! [`sys`] are the plumbing.
+//!
+//! Exit codes: 0 when the run completed (losses included: they are reported), 1 when it could
+//! not (a connection failed, a publisher failed, the run timed out), 64 for invalid options.
 
-use std::process::ExitCode;
+mod adapters;
+mod connect;
+mod control;
+mod error;
+mod fanout;
+mod net;
+mod payload;
+mod progress;
+mod report;
+mod stats;
+mod sys;
+
+use std::{process::ExitCode, time::Duration};
+
+use error::Error;
+use report::Report;
+
+/// Exit code for invalid options (sysexits `EX_USAGE`, as `switchboard serve` uses).
+const EXIT_USAGE: u8 = 64;
+/// Exit code for a run that could not complete.
+const EXIT_FAILURE: u8 = 1;
 
 /// `switchboard bench` arguments.
 #[derive(Debug, clap::Args)]
@@ -35,6 +64,27 @@ pub enum Target {
     Ws,
 }
 
+/// The `scope` of Switchboard publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishScope {
+    /// Members on the publisher's own worker thread only.
+    Worker,
+    /// Every member on the node.
+    Node,
+    /// Every member on every node.
+    Cluster,
+}
+
+impl PublishScope {
+    fn name(self) -> &'static str {
+        match self {
+            PublishScope::Worker => "worker",
+            PublishScope::Node => "node",
+            PublishScope::Cluster => "cluster",
+        }
+    }
+}
+
 /// Options shared by every scenario.
 #[derive(Debug, clap::Args)]
 pub struct Common {
@@ -56,6 +106,12 @@ pub struct Common {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
+    /// Tokio worker threads of the bench (pin the bench with `taskset` to match).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// WebSocket handshakes in flight at once, so the server's accept backlog is not overrun.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
 }
 
 /// `fanout` options.
@@ -72,15 +128,26 @@ pub struct FanoutArgs {
     /// Publishers; each publishes to every room in turn.
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
-    /// Messages per publisher.
+    /// Messages per publisher to each room (each publisher sends messages × rooms publishes).
     #[arg(long, default_value_t = 10_000)]
     pub messages: u64,
-    /// Payload size in bytes.
+    /// Payload size in bytes (the `data` a publisher sends, padded; at least ~30 bytes).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Messages per second per publisher; 0 = as fast as the server takes them.
+    /// Publishes per second per publisher, all rooms together; 0 = as fast as the server takes
+    /// them.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Switchboard only: the `scope` of each publish.
+    #[arg(long, value_enum, default_value = "node")]
+    pub scope: PublishScope,
+    /// Switchboard only: publishes a publisher may have sent but not yet seen acked.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Seconds without any delivery, once the publishers are done, after which the missing
+    /// messages are counted as lost.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain_idle: f64,
 }
 
 /// `connect` options.
@@ -96,9 +163,171 @@ pub struct ConnectArgs {
     pub hold: f64,
 }
 
+/// What a scenario produced: a report (if it got far enough) and why it failed (if it did).
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    report: Option<Report>,
+    failure: Option<Error>,
+}
+
+impl Outcome {
+    fn failed(e: Error) -> Self {
+        Self {
+            report: None,
+            failure: Some(e),
+        }
+    }
+}
+
 /// Runs `switchboard bench`.
 pub fn main(args: BenchArgs) -> ExitCode {
-    let _ = args;
-    eprintln!("switchboard bench: not built yet");
-    ExitCode::from(1)
+    let common = match &args.scenario {
+        Scenario::Fanout(a) => &a.common,
+        Scenario::Connect(a) => &a.common,
+    };
+    if let Err(e) = validate(&args) {
+        eprintln!("switchboard bench: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let ep = match net::Endpoint::parse(&common.url, common.source_ips) {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("switchboard bench: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(pid) = common.server_pid {
+        if let Err(e) = sys::rss_kib(pid) {
+            eprintln!("switchboard bench: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let connections = match &args.scenario {
+        Scenario::Fanout(a) => {
+            let per_publisher = if a.common.target == Target::Ws {
+                a.rooms
+            } else {
+                1
+            };
+            a.subscribers
+                .saturating_add(a.publishers.saturating_mul(per_publisher))
+        }
+        Scenario::Connect(a) => a.connections,
+    };
+    if let Err(e) = sys::ensure_open_files(connections) {
+        eprintln!("switchboard bench: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let outcome = run(&args, ep, common.threads);
+    let json = common.json;
+    if let Some(report) = &outcome.report {
+        if json {
+            println!("{}", report.json());
+        } else {
+            print!("{}", report.table());
+        }
+    }
+    match outcome.failure {
+        Some(e) => {
+            eprintln!("switchboard bench: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// Runs the scenario on a runtime of `threads` workers; merges the latencies once the workers
+/// have stopped and handed their histograms over.
+fn run(args: &BenchArgs, ep: net::Endpoint, threads: usize) -> Outcome {
+    // Start the clock before any payload is stamped.
+    let _ = payload::epoch();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("bench")
+        .enable_all()
+        .on_thread_stop(stats::flush_thread)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::failed(Error(format!("cannot start the runtime: {e}"))),
+    };
+    let mut outcome = rt.block_on(async {
+        match &args.scenario {
+            Scenario::Fanout(a) => match a.common.target {
+                Target::Switchboard => fanout::run::<adapters::Switchboard>(a, ep).await,
+                Target::Nats => fanout::run::<adapters::Nats>(a, ep).await,
+                Target::Socketio => fanout::run::<adapters::SocketIo>(a, ep).await,
+                Target::Ws => fanout::run::<adapters::PlainWs>(a, ep).await,
+            },
+            Scenario::Connect(a) => match a.common.target {
+                Target::Switchboard => connect::run::<adapters::Switchboard>(a, ep).await,
+                Target::Nats => connect::run::<adapters::Nats>(a, ep).await,
+                Target::Socketio => connect::run::<adapters::SocketIo>(a, ep).await,
+                Target::Ws => connect::run::<adapters::PlainWs>(a, ep).await,
+            },
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let latencies = stats::take_latencies();
+    if let (Scenario::Fanout(_), Some(report)) = (&args.scenario, &mut outcome.report) {
+        report.latency_us = stats::percentiles(&latencies);
+    }
+    outcome
+}
+
+/// Checks the options that clap's types do not.
+fn validate(args: &BenchArgs) -> Result<(), Error> {
+    let common = match &args.scenario {
+        Scenario::Fanout(a) => &a.common,
+        Scenario::Connect(a) => &a.common,
+    };
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(Error(format!(
+                "{name} must be a positive number of seconds"
+            )))
+        }
+    };
+    positive("--timeout", common.timeout)?;
+    if common.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if common.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    match &args.scenario {
+        Scenario::Fanout(a) => {
+            for (name, v) in [
+                ("--subscribers", a.subscribers),
+                ("--rooms", a.rooms),
+                ("--publishers", a.publishers),
+                ("--window", a.window),
+            ] {
+                if v == 0 {
+                    return Err(Error(format!("{name} must be at least 1")));
+                }
+            }
+            if a.messages == 0 {
+                return Err("--messages must be at least 1".into());
+            }
+            if u32::try_from(a.publishers).is_err() {
+                return Err("--publishers is too large".into());
+            }
+            if !(a.rate.is_finite() && a.rate >= 0.0) {
+                return Err("--rate must be 0 (unlimited) or a positive number".into());
+            }
+            positive("--drain-idle", a.drain_idle)?;
+        }
+        Scenario::Connect(a) => {
+            if a.connections == 0 {
+                return Err("--connections must be at least 1".into());
+            }
+            if !(a.hold.is_finite() && a.hold >= 0.0) {
+                return Err("--hold must be 0 or a positive number of seconds".into());
+            }
+        }
+    }
+    Ok(())
 }

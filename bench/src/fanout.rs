@@ -1,0 +1,602 @@
+//! `fanout`: N subscribers spread evenly over R rooms (subscriber i in room i mod R), P
+//! publishers each publishing M messages to every room in turn (message s goes to room 0, 1, …,
+//! R−1, then s+1), at `--rate` messages per second per publisher.
+//!
+//! Phases: every subscriber connects and has its subscription confirmed; every publisher
+//! connects; then publishing starts. The run ends when every subscriber has all it expects
+//! (P × M), or when nothing has arrived for `--drain-idle` seconds after the publishers
+//! finished, or at `--timeout`.
+//!
+//! One task per connection. A subscriber owns its loss/duplicate tracker and records latencies
+//! in its thread's histogram; the controller only reads each task's [`Slot`].
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::{
+    sync::{mpsc, watch, Semaphore},
+    time::{sleep_until, Instant},
+};
+
+use crate::{
+    adapters::{self, dispatch, next, next_ready, send_replies, Adapter, AdapterOpts, Event},
+    control::{join_all, wait_ready, ErrorTally, Pacer, Slot},
+    error::{Error, Result},
+    net::{Endpoint, Ws},
+    payload::{self, now_ns},
+    progress::Progress,
+    report::{Report, Rss},
+    stats::{record_latency, Accounting, SeqTracker},
+    sys, FanoutArgs, Outcome,
+};
+
+/// Deliveries handled in one go before the task checks for the stop signal again.
+const READ_BATCH: usize = 64;
+/// Publishes written before a flush.
+const WRITE_BATCH: usize = 256;
+/// Memory the loss bitsets may take before accounting falls back to in-order counting.
+const BITSET_BUDGET: u64 = 512 << 20;
+
+/// What every connection task of a run knows.
+#[derive(Debug)]
+struct Shared {
+    ep: Endpoint,
+    opts: AdapterOpts,
+    handshakes: Semaphore,
+    publishers: usize,
+    messages: u64,
+    size: usize,
+    /// Messages per second per publisher connection; 0: unlimited.
+    rate: f64,
+    window: u64,
+    accounting: Accounting,
+    /// Set with the stop signal: a subscriber whose socket never runs dry checks it between
+    /// batches (the biased select would always pick the socket).
+    stopping: AtomicBool,
+}
+
+/// What a subscriber saw.
+#[derive(Debug)]
+struct SubOutcome {
+    tracker: SeqTracker,
+    unrecognised: u64,
+    last_ns: u64,
+    error: Option<Error>,
+}
+
+/// How a publisher ended.
+#[derive(Debug)]
+struct PubOutcome {
+    error: Option<Error>,
+}
+
+/// Runs the scenario with adapter `A`.
+pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, ep: Endpoint) -> Outcome {
+    let c = &args.common;
+    let deadline = Instant::now() + Duration::from_secs_f64(c.timeout);
+    let mut progress = Progress::new();
+    let rooms = args.rooms;
+    let per_room = A::CONNECTION_PER_ROOM;
+    let pub_conns: Vec<(usize, Vec<usize>)> = if per_room {
+        (0..args.publishers)
+            .flat_map(|p| (0..rooms).map(move |r| (p, vec![r])))
+            .collect()
+    } else {
+        (0..args.publishers)
+            .map(|p| (p, (0..rooms).collect()))
+            .collect()
+    };
+    let accounting = Accounting::choose(
+        args.subscribers,
+        args.publishers,
+        args.messages,
+        BITSET_BUDGET,
+    );
+    let shared = Arc::new(Shared {
+        ep,
+        opts: AdapterOpts { scope: args.scope },
+        handshakes: Semaphore::new(c.concurrency),
+        publishers: args.publishers,
+        messages: args.messages,
+        size: args.size,
+        rate: if per_room {
+            args.rate / rooms as f64
+        } else {
+            args.rate
+        },
+        window: args.window as u64,
+        accounting,
+        stopping: AtomicBool::new(false),
+    });
+
+    let mut report = Report::new("fanout", c.target, &c.url);
+    report.subscribers = Some(args.subscribers);
+    report.rooms = Some(rooms);
+    report.publishers = Some(args.publishers);
+    report.messages = Some(args.messages);
+    report.size = Some(args.size);
+    report.rate = Some(args.rate);
+    if c.target == crate::Target::Switchboard {
+        report.scope = Some(args.scope.name());
+        report.window = Some(args.window);
+    }
+    report.connections = args.subscribers + pub_conns.len();
+    report.threads = c.threads;
+    report.source_ips = c.source_ips;
+    report.loss_accounting = Some(accounting);
+
+    let rss = |pid: Option<u32>| pid.map(sys::rss_kib).transpose();
+    let rss_before = match rss(c.server_pid) {
+        Ok(r) => r,
+        Err(e) => return Outcome::failed(e),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (go_tx, go_rx) = watch::channel(false);
+
+    // Subscribers.
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let mut sub_slots = Vec::with_capacity(args.subscribers);
+    let mut sub_tasks = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let slot = Arc::new(Slot::default());
+        sub_slots.push(slot.clone());
+        sub_tasks.push(tokio::spawn(subscriber::<A>(
+            shared.clone(),
+            i,
+            i % rooms,
+            slot,
+            ready_tx.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Err(e) = wait_ready(
+        &mut ready_rx,
+        args.subscribers,
+        deadline,
+        &mut progress,
+        "subscribers",
+    )
+    .await
+    {
+        return Outcome::failed(e);
+    }
+
+    // Publishers.
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let mut pub_slots = Vec::with_capacity(pub_conns.len());
+    let mut pub_tasks = Vec::with_capacity(pub_conns.len());
+    for (j, (p, rooms)) in pub_conns.into_iter().enumerate() {
+        let slot = Arc::new(Slot::default());
+        pub_slots.push(slot.clone());
+        pub_tasks.push(tokio::spawn(publisher::<A>(
+            shared.clone(),
+            args.subscribers + j,
+            p as u32,
+            rooms,
+            slot,
+            ready_tx.clone(),
+            go_rx.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Err(e) = wait_ready(
+        &mut ready_rx,
+        pub_slots.len(),
+        deadline,
+        &mut progress,
+        "publishers",
+    )
+    .await
+    {
+        return Outcome::failed(e);
+    }
+    let rss_connected = match rss(c.server_pid) {
+        Ok(r) => r,
+        Err(e) => return Outcome::failed(e),
+    };
+
+    // Publish, and watch the deliveries.
+    let _ = go_tx.send(true);
+    let expected_each = args.publishers as u64 * args.messages;
+    let expected = expected_each * args.subscribers as u64;
+    let total_sends: u64 = args.publishers as u64 * args.messages * rooms as u64;
+    let drain_idle = Duration::from_secs_f64(args.drain_idle);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_total = 0;
+    let mut last_change = Instant::now();
+    let mut pubs_done_at: Option<Instant> = None;
+    let started = Instant::now();
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let delivered: u64 = sub_slots.iter().map(|s| s.count()).sum();
+        if delivered != last_total {
+            last_total = delivered;
+            last_change = now;
+        }
+        let sent: u64 = pub_slots.iter().map(|s| s.count()).sum();
+        let secs = now.duration_since(started).as_secs_f64().max(1e-3);
+        progress.update(|| {
+            format!(
+                "sent {sent}/{total_sends}, delivered {delivered}/{expected} ({:.0} msgs/s)",
+                delivered as f64 / secs
+            )
+        });
+        if sub_slots.iter().all(|s| s.is_done()) {
+            break;
+        }
+        if pub_slots.iter().all(|s| s.is_done()) {
+            let since = *pubs_done_at.get_or_insert(now);
+            if now.duration_since(since.max(last_change)) >= drain_idle {
+                break;
+            }
+        }
+        if now >= deadline {
+            report.timed_out = true;
+            break;
+        }
+    }
+    progress.clear();
+    let rss_end = match rss(c.server_pid) {
+        Ok(r) => r,
+        Err(e) => return Outcome::failed(e),
+    };
+    shared.stopping.store(true, Relaxed);
+    let _ = stop_tx.send(true);
+
+    // Collect.
+    let join_deadline = Instant::now() + Duration::from_secs(10);
+    let subs = join_all(sub_tasks, join_deadline).await;
+    let pubs = join_all(pub_tasks, join_deadline).await;
+    let mut errors = ErrorTally::default();
+    let (mut delivered, mut lost, mut duplicated, mut invalid) = (0, 0, 0, 0);
+    let mut last_ns = 0;
+    for s in subs.iter().flatten() {
+        delivered += s.tracker.unique + s.tracker.duplicated;
+        lost += s.tracker.lost();
+        duplicated += s.tracker.duplicated;
+        invalid += s.tracker.invalid + s.unrecognised;
+        last_ns = last_ns.max(s.last_ns);
+        if let Some(e) = &s.error {
+            errors.add("subscriber", e);
+        }
+    }
+    // A subscriber that did not finish in time counts as losing what it had not reported.
+    let missing = subs.iter().filter(|s| s.is_none()).count() as u64;
+    lost += missing * expected_each;
+    let mut publisher_failed = None;
+    for p in pubs.iter().flatten() {
+        if let Some(e) = &p.error {
+            errors.add("publisher", e);
+            publisher_failed.get_or_insert_with(|| e.clone());
+        }
+    }
+    let first_ns = pub_slots
+        .iter()
+        .map(|s| s.first_ns.load(Relaxed))
+        .filter(|&t| t > 0)
+        .min();
+    let pubs_done_ns = pub_slots.iter().map(|s| s.done_ns.load(Relaxed)).max();
+    report.delivered = Some(delivered);
+    report.expected = Some(expected);
+    report.lost = Some(lost);
+    report.duplicated = Some(duplicated);
+    report.invalid = Some(invalid);
+    if let Some(first) = first_ns {
+        let elapsed = last_ns.saturating_sub(first) as f64 / 1e9;
+        report.elapsed_s = round3(elapsed);
+        if elapsed > 0.0 {
+            report.msgs_per_sec = Some((delivered as f64 / elapsed).round());
+        } else if let Some(done) = pubs_done_ns {
+            // Nothing delivered: the run lasted as long as the publishing.
+            report.elapsed_s = round3(done.saturating_sub(first) as f64 / 1e9);
+        }
+        if let Some(done) = pubs_done_ns.filter(|&d| d > first) {
+            report.publish_s = Some(round3((done - first) as f64 / 1e9));
+        }
+    }
+    report.disconnected = errors.total() + missing as usize;
+    report.errors = errors.top(5);
+    if let (Some(before), Some(connected), Some(end)) = (rss_before, rss_connected, rss_end) {
+        let r = Rss {
+            before,
+            connected,
+            end,
+        };
+        report.rss_per_conn_kib = r.per_connection(report.connections);
+        report.server_rss_kib = Some(r);
+    }
+    let failure = if report.timed_out {
+        Some(Error(format!(
+            "timed out after {} s: {delivered} of {expected} messages delivered",
+            c.timeout
+        )))
+    } else {
+        publisher_failed.map(|e| e.context("a publisher failed"))
+    };
+    Outcome {
+        report: Some(report),
+        failure,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Connects (bounded by the handshake semaphore), says hello, subscribes to `room` when asked.
+async fn setup<A: Adapter>(
+    shared: &Shared,
+    index: usize,
+    room: usize,
+    subscribe: bool,
+) -> Result<(Ws, A)> {
+    let _permit = shared
+        .handshakes
+        .acquire()
+        .await
+        .map_err(|_| Error::from("handshake semaphore closed"))?;
+    let url_room = A::CONNECTION_PER_ROOM.then_some(room);
+    let (mut ws, mut a) = adapters::open::<A>(&shared.ep, &shared.opts, index, url_room).await?;
+    if subscribe {
+        adapters::subscribe(&mut ws, &mut a, room)
+            .await
+            .map_err(|e| e.context(format!("connection {index}: subscribe to room-{room}")))?;
+    }
+    Ok((ws, a))
+}
+
+async fn subscriber<A: Adapter>(
+    shared: Arc<Shared>,
+    index: usize,
+    room: usize,
+    slot: Arc<Slot>,
+    ready: mpsc::UnboundedSender<Result<()>>,
+    mut stop: watch::Receiver<bool>,
+) -> SubOutcome {
+    let mut tracker = SeqTracker::new(shared.publishers, shared.messages, shared.accounting);
+    let (mut ws, mut a) = match setup::<A>(&shared, index, room, true).await {
+        Ok(c) => c,
+        Err(e) => {
+            slot.done.store(true, Relaxed);
+            let _ = ready.send(Err(e.clone()));
+            return SubOutcome {
+                tracker,
+                unrecognised: 0,
+                last_ns: 0,
+                error: Some(e),
+            };
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let scanner = A::scanner();
+    let mut seen = 0u64;
+    let mut unrecognised = 0u64;
+    let mut last_ns = 0u64;
+    let mut complete = false;
+    // One wait for the stop signal for the whole loop: registered once, not once per wakeup.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    let error = loop {
+        let first = tokio::select! {
+            biased;
+            m = ws.next() => m,
+            _ = &mut stopped => break None,
+        };
+        let mut msg = match first {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => break Some(Error::from(e)),
+            None => break Some(Error::from("connection closed by the server")),
+        };
+        // Handle what is already buffered before going back to the select.
+        let mut handled = 0;
+        let res = loop {
+            let now = now_ns();
+            let r = dispatch(&mut a, msg, &mut |ev| {
+                if let Event::Delivery(bytes) = ev {
+                    seen += 1;
+                    last_ns = now;
+                    match scanner.scan(bytes) {
+                        Some(st) => {
+                            record_latency(now.saturating_sub(st.t));
+                            tracker.record(st.p, st.s);
+                        }
+                        None => unrecognised += 1,
+                    }
+                }
+            });
+            if let Err(e) = r {
+                break Err(e);
+            }
+            handled += 1;
+            if handled == READ_BATCH {
+                break Ok(());
+            }
+            match next_ready(&mut ws) {
+                Ok(Some(m)) => msg = m,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        slot.count.store(seen, Relaxed);
+        if !complete && tracker.complete() {
+            complete = true;
+            slot.done.store(true, Relaxed);
+        }
+        if let Err(e) = res {
+            break Some(e);
+        }
+        if let Err(e) = send_replies(&mut ws, &mut a).await {
+            break Some(e);
+        }
+        if shared.stopping.load(Relaxed) {
+            break None;
+        }
+    };
+    slot.done.store(true, Relaxed);
+    if error.is_none() {
+        adapters::close(ws).await;
+    }
+    SubOutcome {
+        tracker,
+        unrecognised,
+        last_ns,
+        error,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publisher<A: Adapter>(
+    shared: Arc<Shared>,
+    index: usize,
+    p: u32,
+    rooms: Vec<usize>,
+    slot: Arc<Slot>,
+    ready: mpsc::UnboundedSender<Result<()>>,
+    mut go: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> PubOutcome {
+    let room0 = rooms.first().copied().unwrap_or(0);
+    let (mut ws, mut a) = match setup::<A>(&shared, index, room0, false).await {
+        Ok(c) => c,
+        Err(e) => {
+            slot.done.store(true, Relaxed);
+            let _ = ready.send(Err(e.clone()));
+            return PubOutcome { error: Some(e) };
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let result = tokio::select! {
+        biased;
+        // The run ended (timeout) before this publisher finished: the report says so.
+        _ = stop.changed() => return PubOutcome { error: None },
+        r = async {
+            wait_go(&mut ws, &mut a, &mut go).await?;
+            publish_all(&mut ws, &mut a, &shared, p, &rooms, &slot).await?;
+            if let Some(m) = a.barrier() {
+                ws.send(m).await?;
+                adapters::wait_ack(&mut ws, &mut a).await?;
+            }
+            Ok(())
+        } => r,
+    };
+    slot.done_ns.store(now_ns(), Relaxed);
+    slot.done.store(true, Relaxed);
+    if result.is_err() {
+        return PubOutcome {
+            error: result.err(),
+        };
+    }
+    // Keep reading (pings, and on the plain broadcast server the other publishers' messages)
+    // until the run ends.
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            m = next(&mut ws) => {
+                let ok = match m {
+                    Ok(m) => dispatch(&mut a, m, &mut |_| {}).is_ok()
+                        && send_replies(&mut ws, &mut a).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ok {
+                    return PubOutcome { error: None };
+                }
+            }
+        }
+    }
+    adapters::close(ws).await;
+    PubOutcome { error: None }
+}
+
+/// Reads (answering pings) until publishing may start.
+async fn wait_go<A: Adapter>(ws: &mut Ws, a: &mut A, go: &mut watch::Receiver<bool>) -> Result<()> {
+    loop {
+        if *go.borrow_and_update() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            r = go.changed() => r.map_err(|_| Error::from("the run was abandoned"))?,
+            m = next(ws) => {
+                dispatch(a, m?, &mut |_| {})?;
+                send_replies(ws, a).await?;
+            }
+        }
+    }
+}
+
+/// Publishes message 0..M to each of `rooms` in turn, paced, within the ack window.
+async fn publish_all<A: Adapter>(
+    ws: &mut Ws,
+    a: &mut A,
+    shared: &Shared,
+    p: u32,
+    rooms: &[usize],
+    slot: &Slot,
+) -> Result<()> {
+    let per_round = rooms.len().max(1) as u64;
+    let total = shared.messages * per_round;
+    let window = if A::ACKS_PUBLISHES {
+        shared.window
+    } else {
+        u64::MAX
+    };
+    let pacer = Pacer::new(shared.rate);
+    let mut scratch = Vec::with_capacity(shared.size + 64);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        let allowed = pacer.allowed();
+        let mut batch = 0;
+        while sent < total && sent - acked < window && sent < allowed && batch < WRITE_BATCH {
+            let room = rooms[(sent % per_round) as usize];
+            let s = sent / per_round;
+            scratch.clear();
+            let t = now_ns();
+            payload::write(&mut scratch, shared.size, p, s, t);
+            if sent == 0 {
+                slot.first_ns.store(t.max(1), Relaxed);
+            }
+            ws.feed(a.publish(room, &scratch)).await?;
+            sent += 1;
+            batch += 1;
+        }
+        if batch > 0 {
+            ws.flush().await?;
+            slot.count.store(sent, Relaxed);
+        }
+        // Take in whatever has arrived (acks, pings) without waiting.
+        while let Some(m) = next_ready(ws)? {
+            dispatch(a, m, &mut |e| acked += u64::from(e == Event::Ack))?;
+        }
+        send_replies(ws, a).await?;
+        let all_acked = !A::ACKS_PUBLISHES || acked >= total;
+        if sent >= total && all_acked {
+            return Ok(());
+        }
+        let open = sent < total && sent - acked < window;
+        if open && sent < pacer.allowed() {
+            continue;
+        }
+        // Wait for a frame (an ack), or for the pacer to allow the next message.
+        let wake = if open { pacer.due(sent) } else { None };
+        tokio::select! {
+            biased;
+            m = next(ws) => {
+                dispatch(a, m?, &mut |e| acked += u64::from(e == Event::Ack))?;
+                send_replies(ws, a).await?;
+            }
+            _ = sleep_until(wake.unwrap_or(far)), if wake.is_some() => {}
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Where the clients connect, from which source address, and the WebSocket handshake.
+//!
+//! Only loopback targets are accepted: the bench is for a server on this machine. Client sockets
+//! can be spread over several loopback source addresses (`--source-ips K`: 127.0.0.1 …
+//! 127.0.0.K, round-robin by connection index), each of which has its own ephemeral port range,
+//! so one machine can open more connections than one address's ~28,000 ports allow.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    client_async_with_config,
+    tungstenite::{http::Uri, protocol::WebSocketConfig},
+    WebSocketStream,
+};
+
+use crate::error::{Error, Result};
+
+/// A client connection.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// The server the bench talks to.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    /// The address connections go to.
+    pub(crate) addr: SocketAddr,
+    /// `ws://host:port` as written in the URL (the Host header keeps the user's spelling).
+    origin: String,
+    /// The URL's path without a trailing `/` (empty for the root).
+    path: String,
+    /// The URL's query, if any.
+    query: Option<String>,
+    /// Source addresses to bind to, round-robin; empty: let the kernel choose.
+    sources: Vec<IpAddr>,
+}
+
+impl Endpoint {
+    /// Parses `--url` and checks it is a loopback `ws://` URL; `source_ips` as `--source-ips`.
+    pub(crate) fn parse(url: &str, source_ips: u16) -> Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error(format!("--url `{url}` is not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => {
+                return Err(Error(format!(
+                    "--url `{url}`: wss:// is not supported (the bench targets a loopback server; use ws://)"
+                )))
+            }
+            _ => return Err(Error(format!("--url `{url}` must start with ws://"))),
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| Error(format!("--url `{url}` has no host")))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let ip = loopback_ip(host, port).map_err(|e| e.context(format!("--url `{url}`")))?;
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+        let sources = match (ip, source_ips) {
+            (_, 0) => return Err("--source-ips must be at least 1".into()),
+            (_, 1) => Vec::new(),
+            (IpAddr::V4(_), k) => (0..u32::from(k))
+                .map(|i| IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) + i)))
+                .collect(),
+            (IpAddr::V6(_), _) => {
+                return Err(Error(format!(
+                    "--source-ips above 1 needs an IPv4 target (127.0.0.0/8); `{url}` is IPv6"
+                )))
+            }
+        };
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            origin: format!("ws://{authority}"),
+            path: uri.path().trim_end_matches('/').to_owned(),
+            query: uri.query().map(str::to_owned),
+            sources,
+        })
+    }
+
+    /// The URL for a connection: the base URL's path followed by `suffix` (e.g. `/room-3`), and
+    /// `query` (or else the base URL's query).
+    pub(crate) fn url(&self, suffix: &str, query: Option<&str>) -> String {
+        let mut url = format!("{}{}{}", self.origin, self.path, suffix);
+        if url.len() == self.origin.len() {
+            url.push('/');
+        }
+        if let Some(q) = query.or(self.query.as_deref()) {
+            url.push('?');
+            url.push_str(q);
+        }
+        url
+    }
+
+    /// The source address of connection `index`, if sources are spread.
+    pub(crate) fn source(&self, index: usize) -> Option<IpAddr> {
+        match self.sources.len() {
+            0 => None,
+            n => Some(self.sources[index % n]),
+        }
+    }
+
+    /// Opens connection `index` (TCP from its source address, then the WebSocket handshake on
+    /// `url`).
+    pub(crate) async fn connect(&self, index: usize, url: &str) -> Result<Ws> {
+        let source = self.source(index);
+        let from = match source {
+            Some(ip) => format!(" from {ip}"),
+            None => String::new(),
+        };
+        let stream = self
+            .tcp(source)
+            .await
+            .map_err(|e| e.context(format!("connection {index} to {}{from}", self.addr)))?;
+        let config = WebSocketConfig::default();
+        let (ws, _response) = client_async_with_config(url, stream, Some(config))
+            .await
+            .map_err(|e| Error::from(e).context(format!("connection {index} to {url}{from}")))?;
+        Ok(ws)
+    }
+
+    async fn tcp(&self, source: Option<IpAddr>) -> Result<TcpStream> {
+        let socket = match self.addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(ip) = source {
+            // A port in TIME_WAIT from an earlier run may be bound again.
+            socket.set_reuseaddr(true)?;
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream = socket.connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// The loopback address to connect to for `host`, or why it is refused.
+fn loopback_ip(host: &str, port: u16) -> Result<IpAddr> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let refuse = || {
+        Error(format!(
+            "refusing host `{host}`: the bench only targets this machine (127.0.0.0/8, ::1 or localhost)"
+        ))
+    };
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return if ip.is_loopback() {
+            Ok(ip)
+        } else {
+            Err(refuse())
+        };
+    }
+    if !literal.eq_ignore_ascii_case("localhost") {
+        return Err(refuse());
+    }
+    let addrs: Vec<IpAddr> = (literal, port)
+        .to_socket_addrs()
+        .map_err(|e| Error(format!("cannot resolve `{host}`: {e}")))?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.iter().any(|ip| !ip.is_loopback()) {
+        return Err(Error(format!(
+            "refusing host `{host}`: it resolves to a non-loopback address ({addrs:?})"
+        )));
+    }
+    // Prefer IPv4, which --source-ips can spread.
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| Error(format!("`{host}` resolves to no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_accepted() {
+        let ep = Endpoint::parse("ws://127.0.0.1:8080/ws", 1).expect("ok");
+        assert_eq!(ep.addr, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(ep.url("", None), "ws://127.0.0.1:8080/ws");
+        assert_eq!(ep.source(5), None);
+
+        let ep = Endpoint::parse("ws://127.1.2.3:9/", 1).expect("ok");
+        assert_eq!(ep.url("/room-2", None), "ws://127.1.2.3:9/room-2");
+        assert_eq!(ep.url("", None), "ws://127.1.2.3:9/");
+
+        let ep = Endpoint::parse("ws://[::1]:3000", 1).expect("ok");
+        assert_eq!(ep.addr, "[::1]:3000".parse().expect("addr"));
+        assert_eq!(
+            ep.url("/socket.io/", Some("EIO=4&transport=websocket")),
+            "ws://[::1]:3000/socket.io/?EIO=4&transport=websocket"
+        );
+
+        let ep = Endpoint::parse("ws://localhost:4222", 1).expect("ok");
+        assert!(ep.addr.ip().is_loopback());
+        assert_eq!(ep.url("", None), "ws://localhost:4222/");
+    }
+
+    #[test]
+    fn other_hosts_are_refused() {
+        for url in [
+            "ws://10.0.0.1:8080/ws",
+            "ws://192.168.1.1/ws",
+            "ws://example.com/ws",
+            "ws://0.0.0.0:8080",
+            "ws://[::ffff:127.0.0.1]:80",
+            "http://127.0.0.1:8080/ws",
+            "wss://127.0.0.1:8080/ws",
+            "127.0.0.1:8080",
+        ] {
+            assert!(Endpoint::parse(url, 1).is_err(), "{url}");
+        }
+        let e = Endpoint::parse("ws://8.8.8.8/ws", 1).expect_err("refused");
+        assert!(e.0.contains("only targets this machine"), "{e}");
+    }
+
+    #[test]
+    fn sources_round_robin() {
+        let ep = Endpoint::parse("ws://127.0.0.1:8080/ws", 3).expect("ok");
+        let ips: Vec<_> = (0..4).filter_map(|i| ep.source(i)).collect();
+        let want: Vec<IpAddr> = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]
+            .iter()
+            .map(|s| s.parse().expect("ip"))
+            .collect();
+        assert_eq!(ips, want);
+        assert!(Endpoint::parse("ws://[::1]:80", 2).is_err());
+        assert!(Endpoint::parse("ws://127.0.0.1:80", 0).is_err());
+    }
+}

@@ -2,10 +2,12 @@
 //! `switchboard-protocol` and carried here as shared bytes.
 
 use actix::Message;
-use bytestring::ByteString;
+use bytes::Bytes;
 
-/// An encoded frame, shared by reference count between every recipient of one publish.
-pub(crate) type Frame = ByteString;
+/// A complete WebSocket frame (header and payload) as it goes on the wire, encoded once per
+/// publish and shared by reference count between every recipient: server frames are not masked,
+/// so the same bytes serve every connection.
+pub(crate) type Frame = Bytes;
 
 /// To a [`crate::room::Room`]: deliver this frame to every member on the room's worker.
 #[derive(Debug, Message)]

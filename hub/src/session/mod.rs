@@ -41,7 +41,7 @@ use crate::{
 
 use self::{
     reassembly::{Assembled, Reassembly},
-    transport::{close_reason, Inbound, Item, Message, WsContext},
+    transport::{text_frame, Inbound, Item, Message, SharedOutbox, WsContext},
 };
 
 pub(crate) use self::transport::serve_upgrade;
@@ -66,12 +66,19 @@ pub(crate) struct WsSession {
     last_heard: Instant,
     fragments: Option<Reassembly>,
     closing: bool,
+    /// Everything this session sends, in order, waiting for the socket.
+    out: SharedOutbox,
     _slot: ConnectionSlot,
 }
 
 impl WsSession {
     /// A session for a connection whose handshake was accepted on the current worker.
-    pub(crate) fn new(node: Arc<Node>, worker: Rc<WorkerRooms>, slot: ConnectionSlot) -> Self {
+    pub(crate) fn new(
+        node: Arc<Node>,
+        worker: Rc<WorkerRooms>,
+        slot: ConnectionSlot,
+        out: SharedOutbox,
+    ) -> Self {
         let (id, label) = node.next_session_id();
         WsSession {
             id,
@@ -83,6 +90,7 @@ impl WsSession {
             last_heard: Instant::now(),
             fragments: None,
             closing: false,
+            out,
             _slot: slot,
         }
     }
@@ -101,7 +109,7 @@ impl Actor for WsSession {
             worker: self.worker.index(),
             heartbeat_secs: self.node.config.heartbeat.as_secs_f64(),
         });
-        ctx.text(welcome.encode());
+        self.send(&welcome);
         let heartbeat = self.node.config.heartbeat;
         ctx.run_interval(heartbeat, move |act, ctx| act.heartbeat(heartbeat, ctx));
         tracing::debug!(session = %self.label, worker = self.worker.index(), "session opened");
@@ -132,13 +140,13 @@ impl WsSession {
             );
             return;
         }
-        ctx.ping(b"");
+        self.out.borrow_mut().control(0x9, b"");
     }
 
     fn close(&mut self, ctx: &mut WsContext, code: u16, reason: &str) {
         if !self.closing {
             self.closing = true;
-            ctx.close(Some(close_reason(code, reason)));
+            self.out.borrow_mut().close(code, reason);
         }
         ctx.stop();
     }
@@ -149,45 +157,45 @@ impl WsSession {
         }
     }
 
-    fn send_error(&self, ctx: &mut WsContext, id: Option<u64>, code: ErrorCode, message: &str) {
-        ctx.text(ServerFrame::Error { id, code, message }.encode());
+    /// Queues a frame of this session's own (reply, error, welcome).
+    fn send(&self, frame: &ServerFrame<'_>) {
+        self.out.borrow_mut().text(&frame.encode());
+    }
+
+    fn send_error(&self, id: Option<u64>, code: ErrorCode, message: &str) {
+        self.send(&ServerFrame::Error { id, code, message });
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WsContext) {
         let frame = match decode(text) {
             Ok(frame) => frame,
-            Err(e) => return self.send_error(ctx, e.id, e.code, &e.message),
+            Err(e) => return self.send_error(e.id, e.code, &e.message),
         };
         match frame {
             ClientFrame::Subscribe { room, id } => self.subscribe(&room, id, ctx),
             ClientFrame::Unsubscribe { room, id } => {
                 if self.subscriptions.remove(&*room) {
                     self.worker.leave(&room, self.id);
-                    ctx.text(ServerFrame::Ack { id }.encode());
+                    self.send(&ServerFrame::Ack { id });
                 } else {
-                    self.send_error(
-                        ctx,
-                        id,
-                        ErrorCode::NotSubscribed,
-                        "not subscribed to this room",
-                    );
+                    self.send_error(id, ErrorCode::NotSubscribed, "not subscribed to this room");
                 }
             }
             ClientFrame::Publish(publish) => self.publish(publish, ctx),
-            ClientFrame::Ping { id } => ctx.text(ServerFrame::Pong { id }.encode()),
+            ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
         }
     }
 
     fn subscribe(&mut self, room: &str, id: Option<u64>, ctx: &mut WsContext) {
         if self.subscriptions.contains(room) {
-            return ctx.text(ServerFrame::Ack { id }.encode());
+            return self.send(&ServerFrame::Ack { id });
         }
         if self.subscriptions.len() >= self.node.config.max_subscriptions {
             let message = format!(
                 "at most {} subscriptions per session",
                 self.node.config.max_subscriptions
             );
-            return self.send_error(ctx, id, ErrorCode::LimitExceeded, &message);
+            return self.send_error(id, ErrorCode::LimitExceeded, &message);
         }
         let room = RoomName::from(room);
         let member = Member {
@@ -196,7 +204,7 @@ impl WsSession {
         };
         self.worker.join(&room, self.id, member);
         self.subscriptions.insert(room);
-        ctx.text(ServerFrame::Ack { id }.encode());
+        self.send(&ServerFrame::Ack { id });
     }
 
     fn publish(&mut self, publish: Publish<'_>, ctx: &mut WsContext) {
@@ -210,16 +218,18 @@ impl WsSession {
         let len = ServerFrame::message_len(&room, data, &self.label);
         if len > max {
             let message = format!("message frame would be {len} bytes, limit is {max}");
-            return self.send_error(ctx, id, ErrorCode::TooLarge, &message);
+            return self.send_error(id, ErrorCode::TooLarge, &message);
         }
-        // The one serialization of this publish: every recipient shares these bytes.
-        let frame = Frame::from(
+        // The one serialization of this publish, WebSocket framing included: every recipient
+        // shares these bytes.
+        let frame: Frame = text_frame(
             ServerFrame::Message {
                 room: &room,
                 data,
                 from: &self.label,
             }
-            .encode(),
+            .encode()
+            .as_bytes(),
         );
         Stats::add(&self.node.stats.published, 1);
         let mut waiting: Vec<(actix::Addr<Room>, Fanout)> = Vec::new();
@@ -238,7 +248,7 @@ impl WsSession {
             Scope::Node | Scope::Cluster => self.node.broadcaster.for_each_worker(&room, send),
         }
         if waiting.is_empty() {
-            return ctx.text(ServerFrame::Ack { id }.encode());
+            return self.send(&ServerFrame::Ack { id });
         }
         // A room's queue is full: wait for room there instead of dropping or queueing without
         // bound. `wait` also stops this session reading further frames until then, which pushes
@@ -248,8 +258,8 @@ impl WsSession {
                 let _ = addr.send(msg).await;
             }
         };
-        ctx.wait(fut.into_actor(self).map(move |(), _, ctx| {
-            ctx.text(ServerFrame::Ack { id }.encode());
+        ctx.wait(fut.into_actor(self).map(move |(), act, _| {
+            act.send(&ServerFrame::Ack { id });
         }));
     }
 
@@ -267,7 +277,7 @@ impl WsSession {
                     .and_then(|()| r.finish())
                     .map(|whole| match whole {
                         Assembled::Text(text) => self.on_text(&text, ctx),
-                        Assembled::Binary => self.refuse_binary(ctx),
+                        Assembled::Binary => self.refuse_binary(),
                     }),
                 None => Ok(()),
             },
@@ -278,9 +288,8 @@ impl WsSession {
         }
     }
 
-    fn refuse_binary(&self, ctx: &mut WsContext) {
+    fn refuse_binary(&self) {
         self.send_error(
-            ctx,
             None,
             ErrorCode::Unsupported,
             "binary frames are not part of switchboard.v1",
@@ -296,14 +305,15 @@ impl StreamHandler<Inbound> for WsSession {
         self.last_heard = Instant::now();
         match item {
             Ok(Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(Message::Binary(_)) => self.refuse_binary(ctx),
+            Ok(Message::Binary(_)) => self.refuse_binary(),
             Ok(Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(Message::Ping(payload)) => self.out.borrow_mut().control(0xA, &payload),
             Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
             Ok(Message::Close(reason)) => {
                 // Answer the close handshake and end; the connection is closed right after.
                 self.closing = true;
-                ctx.close(reason);
+                let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
+                self.out.borrow_mut().close(code, "");
                 ctx.stop();
             }
             Err(violation) => {
@@ -340,7 +350,7 @@ impl Handler<Deliver> for WsSession {
             return self.evict(ctx);
         }
         if !self.closing {
-            ctx.text(frame);
+            self.out.borrow_mut().push(frame);
         }
     }
 }

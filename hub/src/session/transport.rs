@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use actix_codec::{Decoder, Encoder, Framed};
+use actix_codec::{Decoder, Framed, FramedParts};
 use actix_http::{
     h1,
     ws::{hash_key, verify_handshake, Codec, Frame, ProtocolError},
@@ -42,10 +42,14 @@ use switchboard_protocol::{close, PROTOCOL};
 use tokio::time::{sleep, Sleep};
 
 use super::WsSession;
-use crate::{node::Node, stats::Stats, worker::WorkerRooms};
+use crate::{
+    node::{ConnectionSlot, Node},
+    stats::Stats,
+    worker::WorkerRooms,
+};
 
 pub(crate) use actix_http::ws::Item;
-pub(crate) use actix_web_actors::ws::{CloseCode, CloseReason, Message};
+pub(crate) use actix_web_actors::ws::Message;
 
 /// The actor context of a session.
 pub(crate) type WsContext = ws::WebsocketContext<WsSession>;
@@ -84,12 +88,81 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// Builds a close reason from a code and a short text.
-pub(crate) fn close_reason(code: u16, text: &str) -> CloseReason {
-    CloseReason {
-        code: CloseCode::from(code),
-        description: Some(text.to_owned()),
+/// The frames waiting for a session's socket, in order.
+///
+/// The session appends (its own replies, and the shared frames its rooms deliver); the writer
+/// drains. Both run in the connection's one task (the writer polls the session), so a `RefCell`
+/// is enough and no wake-up is needed: after each poll of the session the writer flushes.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+/// A session's handle on its outbox.
+pub(crate) type SharedOutbox = Rc<RefCell<Outbox>>;
+
+impl Outbox {
+    /// Queues a frame that is already encoded (a shared publish).
+    pub(crate) fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
     }
+
+    /// Queues a text frame.
+    pub(crate) fn text(&mut self, text: &str) {
+        self.push(text_frame(text.as_bytes()));
+    }
+
+    /// Queues a ping or pong (`opcode` 0x9 or 0xA) with up to 125 bytes of payload.
+    pub(crate) fn control(&mut self, opcode: u8, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(125)];
+        self.push(frame(opcode, payload));
+    }
+
+    /// Queues a close frame.
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        self.push(close_frame(code, reason));
+    }
+
+    /// Bytes queued.
+    pub(crate) fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Encodes a text frame: what a publish's `message` becomes, once, for all its recipients.
+pub(crate) fn text_frame(payload: &[u8]) -> Bytes {
+    frame(0x1, payload)
+}
+
+fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + 10);
+    out.extend_from_slice(&[0x80 | opcode]);
+    if len < 126 {
+        out.extend_from_slice(&[len as u8]);
+    } else if len <= usize::from(u16::MAX) {
+        out.extend_from_slice(&[126]);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[127]);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    out.freeze()
+}
+
+fn close_frame(code: u16, reason: &str) -> Bytes {
+    // A close frame holds at most 125 bytes: 2 for the code, the rest for the reason.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(0x8, &payload)
 }
 
 /// Answers an upgrade request: refuses it with an HTTP error, or completes the WebSocket
@@ -100,46 +173,42 @@ pub(crate) async fn serve_upgrade(
     node: Arc<Node>,
     rooms: Rc<WorkerRooms>,
 ) -> Result<(), actix_http::Error> {
-    // Failures here concern one connection only and end it; there is nobody to report them to.
-    let _ = upgrade(req, framed, node, rooms).await;
+    // Only the socket and any bytes read past the request head are kept; the request and the
+    // HTTP codec are dropped here, before the first await, so they do not live in this future
+    // (which stays in the connection's task for the session's whole life).
+    let FramedParts { io, read_buf, .. } = framed.into_parts();
+    let verdict = handshake(&req, &node);
+    drop(req);
+    match verdict {
+        Ok((head, slot)) => run(io, read_buf, head, slot, node, rooms).await,
+        // Boxed: an error response is rare, and its future must not size every connection's.
+        Err(refusal) => {
+            let _ = Box::pin(respond(io, refusal)).await;
+        }
+    }
     Ok(())
 }
 
-async fn upgrade(
-    req: Request,
-    framed: Framed<TcpStream, h1::Codec>,
-    node: Arc<Node>,
-    rooms: Rc<WorkerRooms>,
-) -> Result<(), io::Error> {
-    let parts = framed.into_parts();
-    let io = parts.io;
-    // Frames are written whole and coalesced by the writer; Nagle's delay would only add latency.
-    io.set_nodelay(true)?;
-    // Bytes the client sent right after its request (its first frames, perhaps).
-    let early = parts.read_buf;
-    drop(parts.write_buf);
+/// Why a handshake is refused: HTTP status, error code and message.
+type Refusal = (u16, &'static str, &'static str);
 
+/// Checks an upgrade request; on success, the 101 response head and a connection slot.
+fn handshake(req: &Request, node: &Arc<Node>) -> Result<(Vec<u8>, ConnectionSlot), Refusal> {
     if req.path() != node.config.ws_path {
-        return respond(&io, 404, "not_found", "no such endpoint").await;
+        return Err((404, "not_found", "no such endpoint"));
     }
     if verify_handshake(req.head()).is_err() {
-        return respond(&io, 400, "bad_handshake", "not a valid WebSocket handshake").await;
+        return Err((400, "bad_handshake", "not a valid WebSocket handshake"));
     }
     let Some(key) = req.headers().get("sec-websocket-key") else {
-        return respond(&io, 400, "bad_handshake", "missing Sec-WebSocket-Key").await;
+        return Err((400, "bad_handshake", "missing Sec-WebSocket-Key"));
     };
     if node.is_draining() {
-        return respond(&io, 503, "draining", "the node is shutting down").await;
+        return Err((503, "draining", "the node is shutting down"));
     }
     let Some(slot) = node.try_acquire_slot() else {
         Stats::add(&node.stats.refused_at_limit, 1);
-        return respond(
-            &io,
-            503,
-            "limit_exceeded",
-            "the node is at its connection limit",
-        )
-        .await;
+        return Err((503, "limit_exceeded", "the node is at its connection limit"));
     };
     let accept = hash_key(key.as_bytes());
     let offers_protocol = req
@@ -158,29 +227,44 @@ async fn upgrade(
         head.extend_from_slice(PROTOCOL.as_bytes());
     }
     head.extend_from_slice(b"\r\n\r\n");
-    drop(req);
+    Ok((head, slot))
+}
 
+/// Runs an accepted session until its connection ends.
+async fn run(
+    io: TcpStream,
+    early: BytesMut,
+    head: Vec<u8>,
+    slot: ConnectionSlot,
+    node: Arc<Node>,
+    rooms: Rc<WorkerRooms>,
+) {
+    // Frames are written whole and coalesced by the writer; Nagle's delay would only add latency.
+    if io.set_nodelay(true).is_err() {
+        return;
+    }
     let io = Rc::new(io);
     let max = node.config.max_message_bytes;
     let budget = node.config.outbox_max_bytes;
     let grace = node.config.heartbeat.max(Duration::from_secs(1));
-    let session = WsSession::new(node.clone(), rooms, slot);
+    let outbox = SharedOutbox::default();
+    outbox.borrow_mut().push(Bytes::from(head));
+    let session = WsSession::new(node.clone(), rooms, slot, outbox.clone());
     let reader = WsReader::new(io.clone(), early, max);
     let body = ws::WebsocketContext::with_factory(futures_util::stream::pending(), move |ctx| {
         use actix::AsyncContext;
         ctx.add_stream(reader);
         session
     });
-    let mut writer = Writer::new(io.clone(), Box::pin(body), budget, grace, node);
-    writer.push(Bytes::from(head));
+    let writer = Writer::new(io.clone(), Box::pin(body), outbox, budget, grace, node);
     if let Outcome::Finished = writer.await {
-        linger(&io).await;
+        // Boxed for the same reason as the error response: it only exists at the very end.
+        Box::pin(linger(&io)).await;
     }
-    Ok(())
 }
 
 /// Writes a short JSON error response and closes the connection.
-async fn respond(io: &TcpStream, status: u16, code: &str, message: &str) -> Result<(), io::Error> {
+async fn respond(io: TcpStream, (status, code, message): Refusal) -> Result<(), io::Error> {
     let reason = match status {
         400 => "Bad Request",
         404 => "Not Found",
@@ -200,7 +284,7 @@ async fn respond(io: &TcpStream, status: u16, code: &str, message: &str) -> Resu
             Err(e) => return Err(e),
         }
     }
-    linger(io).await;
+    linger(&io).await;
     Ok(())
 }
 
@@ -358,8 +442,7 @@ impl Stream for WsReader {
 struct Writer<B> {
     io: Rc<TcpStream>,
     body: Option<Pin<Box<B>>>,
-    out: VecDeque<Bytes>,
-    queued: usize,
+    out: SharedOutbox,
     budget: usize,
     grace: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -370,6 +453,7 @@ impl<B> Writer<B> {
     fn new(
         io: Rc<TcpStream>,
         body: Pin<Box<B>>,
+        out: SharedOutbox,
         budget: usize,
         grace: Duration,
         node: Arc<Node>,
@@ -377,8 +461,7 @@ impl<B> Writer<B> {
         Writer {
             io,
             body: Some(body),
-            out: VecDeque::new(),
-            queued: 0,
+            out,
             budget,
             grace,
             deadline: None,
@@ -386,25 +469,16 @@ impl<B> Writer<B> {
         }
     }
 
-    fn push(&mut self, chunk: Bytes) {
-        self.queued += chunk.len();
-        self.out.push_back(chunk);
-    }
-
-    /// The client is not reading: keep the chunk being written (a frame cut in half would
+    /// The client is not reading: keep the frame being written (a frame cut in half would
     /// corrupt the stream), drop the rest, queue the close frame and end the session.
     fn evict(&mut self) {
         Stats::add(&self.node.stats.slow_consumers, 1);
         tracing::info!("slow consumer closed");
-        self.out.truncate(1);
-        self.queued = self.out.front().map_or(0, Bytes::len);
-        let mut close = BytesMut::new();
-        let reason = close_reason(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
-        if Codec::new()
-            .encode(Message::Close(Some(reason)), &mut close)
-            .is_ok()
         {
-            self.push(close.freeze());
+            let mut out = self.out.borrow_mut();
+            out.frames.truncate(1);
+            out.bytes = out.frames.front().map_or(0, Bytes::len);
+            out.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
         }
         // Dropping the context stops the actor, which leaves its rooms.
         self.body = None;
@@ -413,24 +487,25 @@ impl<B> Writer<B> {
 
     /// Writes as much of the queue as the socket takes. `Ready(Err)` when the socket failed.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
+        let mut out = self.out.borrow_mut();
+        while !out.frames.is_empty() {
             ready!(self.io.poll_write_ready(cx))?;
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = self.out.len().min(MAX_IOVECS);
-            for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
+            let n = out.frames.len().min(MAX_IOVECS);
+            for (slot, chunk) in slices.iter_mut().zip(out.frames.iter()) {
                 *slot = IoSlice::new(chunk);
             }
             match self.io.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(mut written) => {
-                    self.queued -= written;
+                    out.bytes -= written;
                     while written > 0 {
-                        let Some(front) = self.out.front_mut() else {
+                        let Some(front) = out.frames.front_mut() else {
                             break;
                         };
                         if written >= front.len() {
                             written -= front.len();
-                            self.out.pop_front();
+                            out.frames.pop_front();
                         } else {
                             front.advance(written);
                             written = 0;
@@ -440,6 +515,10 @@ impl<B> Writer<B> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
+        }
+        if out.frames.capacity() > MAX_IOVECS {
+            // A burst grew the queue; an idle session should not keep its size.
+            out.frames = VecDeque::new();
         }
         Poll::Ready(Ok(()))
     }
@@ -465,12 +544,13 @@ where
         // is polled even when the socket is full, so its mailbox keeps draining into the queue
         // and the budget, not a stalled actor, decides when a client is too slow.
         while let Some(body) = this.body.as_mut() {
-            if this.queued > this.budget {
+            if this.out.borrow().len_bytes() > this.budget {
                 this.evict();
                 break;
             }
             match body.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => this.push(chunk),
+                // The session writes to its outbox; the context's own frame stream stays empty.
+                Poll::Ready(Some(Ok(chunk))) => this.out.borrow_mut().push(chunk),
                 Poll::Ready(Some(Err(_)) | None) => this.body = None,
                 Poll::Pending => break,
             }

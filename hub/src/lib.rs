@@ -28,6 +28,9 @@
 pub mod cli;
 pub mod config;
 
+#[doc(hidden)]
+pub mod bench_support;
+
 mod broadcaster;
 mod messages;
 mod node;

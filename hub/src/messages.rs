@@ -14,19 +14,6 @@ pub(crate) type Frame = Bytes;
 #[rtype(result = "()")]
 pub(crate) struct Fanout(pub(crate) Frame);
 
-/// To a session: write this frame.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Deliver(pub(crate) Frame);
-
-/// To a session: its outgoing queue overflowed; close it with the slow-consumer code.
-///
-/// Sent at most once per session (guarded by the member's `evicted` flag), so it may bypass the
-/// mailbox capacity: the queue it joins cannot grow by more than one.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Evict;
-
 /// To a session: the node is shutting down; close with 1001 "going away".
 ///
 /// Sent at most once per session by the drain, so it may bypass the mailbox capacity.

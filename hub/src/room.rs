@@ -6,25 +6,12 @@
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
-use actix::{fut::wrap_future, prelude::SendError, Actor, Addr, AsyncContext, Context, Handler};
+use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
-use crate::{
-    messages::{Deliver, Evict, Fanout},
-    node::Node,
-    session::{MemberFlags, WsSession},
-    stats::Stats,
-    SessionId,
-};
+use crate::{messages::Fanout, node::Node, session::SharedOutbox, stats::Stats, SessionId};
 
-/// A member of a room on one worker.
-#[derive(Debug)]
-pub(crate) struct Member {
-    pub(crate) addr: Addr<WsSession>,
-    pub(crate) flags: Rc<MemberFlags>,
-}
-
-/// The members of one room on one worker.
-pub(crate) type Members = Rc<RefCell<HashMap<SessionId, Member>>>;
+/// The members of one room on one worker: each session's outbox, by session id.
+pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 
 /// Fans publishes out to one worker's members of one room.
 ///
@@ -78,27 +65,25 @@ impl Handler<Fanout> for Room {
             ctx.wait(wrap_future(tokio::task::yield_now()));
         }
         let mut delivered = 0u64;
-        let mut members = self.members.borrow_mut();
-        members.retain(|_, member| {
-            // `try_send`, never `do_send`: a session's queue is bounded by its mailbox capacity,
-            // and a full queue means the session cannot keep up. It is evicted here, so the
-            // other members are never delayed by it.
-            match member.addr.try_send(Deliver(frame.clone())) {
+        let mut evicted = 0u64;
+        self.members.borrow_mut().retain(|_, outbox| {
+            // A push into the member's outbox, on this thread: no message and no allocation
+            // per recipient. A full outbox evicts the member (its writer closes it with 4000),
+            // so the other members are never delayed by it.
+            match outbox.borrow_mut().deliver(&frame) {
                 Ok(()) => {
                     delivered += 1;
                     true
                 }
-                Err(SendError::Full(_)) => {
-                    if !member.flags.evicted.replace(true) {
-                        Stats::add(&self.node.stats.slow_consumers, 1);
-                        // Bounded: the flag above lets this through once per session.
-                        member.addr.do_send(Evict);
-                    }
+                Err(_) => {
+                    evicted += 1;
                     false
                 }
-                Err(SendError::Closed(_)) => false,
             }
         });
         Stats::add(&self.node.stats.delivered, delivered);
+        if evicted > 0 {
+            Stats::add(&self.node.stats.dropped_slow, evicted);
+        }
     }
 }

@@ -15,7 +15,8 @@ use actix::Addr;
 
 use crate::{
     node::Node,
-    room::{Member, Members, Room},
+    room::{Members, Room},
+    session::SharedOutbox,
     RoomName, SessionId,
 };
 
@@ -49,7 +50,7 @@ impl WorkerRooms {
 
     /// Adds a member to `room`. From the moment this returns, every publish that reaches the
     /// room's queue reaches the member.
-    pub(crate) fn join(&self, room: &RoomName, id: SessionId, member: Member) {
+    pub(crate) fn join(&self, room: &RoomName, id: SessionId, member: SharedOutbox) {
         let mut rooms = self.rooms.borrow_mut();
         let local = match rooms.entry(room.clone()) {
             Entry::Occupied(e) => e.into_mut(),

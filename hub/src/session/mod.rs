@@ -10,11 +10,11 @@
 //! bounds the bytes waiting for the socket (`outbox_max_bytes`): a client that stops reading is
 //! evicted there, and dropped outright if even the close frame cannot be written.
 
+mod outbox;
 mod reassembly;
 mod transport;
 
 use std::{
-    cell::Cell,
     collections::HashSet,
     rc::Rc,
     sync::Arc,
@@ -31,9 +31,9 @@ use switchboard_protocol::{
 };
 
 use crate::{
-    messages::{Deliver, Evict, Fanout, Frame, GoAway},
+    messages::{Fanout, Frame, GoAway},
     node::{ConnectionSlot, Node},
-    room::{Member, Room},
+    room::Room,
     stats::Stats,
     worker::WorkerRooms,
     RoomName, SessionId,
@@ -41,17 +41,12 @@ use crate::{
 
 use self::{
     reassembly::{Assembled, Reassembly},
-    transport::{text_frame, Inbound, Item, Message, SharedOutbox, WsContext},
+    transport::{text_frame, Inbound, Item, Message, WsContext},
 };
 
-pub(crate) use self::transport::serve_upgrade;
+pub(crate) use self::outbox::{Outbox, SharedOutbox};
 
-/// State a session shares with the rooms it is a member of (same thread).
-#[derive(Debug, Default)]
-pub(crate) struct MemberFlags {
-    /// Set by the first room that found the session's queue full.
-    pub(crate) evicted: Cell<bool>,
-}
+pub(crate) use self::transport::serve_upgrade;
 
 /// One WebSocket connection.
 #[derive(Debug)]
@@ -62,7 +57,6 @@ pub(crate) struct WsSession {
     node: Arc<Node>,
     worker: Rc<WorkerRooms>,
     subscriptions: HashSet<RoomName>,
-    flags: Rc<MemberFlags>,
     last_heard: Instant,
     fragments: Option<Reassembly>,
     closing: bool,
@@ -86,7 +80,6 @@ impl WsSession {
             node,
             worker,
             subscriptions: HashSet::new(),
-            flags: Rc::default(),
             last_heard: Instant::now(),
             fragments: None,
             closing: false,
@@ -172,7 +165,7 @@ impl WsSession {
             Err(e) => return self.send_error(e.id, e.code, &e.message),
         };
         match frame {
-            ClientFrame::Subscribe { room, id } => self.subscribe(&room, id, ctx),
+            ClientFrame::Subscribe { room, id } => self.subscribe(&room, id),
             ClientFrame::Unsubscribe { room, id } => {
                 if self.subscriptions.remove(&*room) {
                     self.worker.leave(&room, self.id);
@@ -186,7 +179,7 @@ impl WsSession {
         }
     }
 
-    fn subscribe(&mut self, room: &str, id: Option<u64>, ctx: &mut WsContext) {
+    fn subscribe(&mut self, room: &str, id: Option<u64>) {
         if self.subscriptions.contains(room) {
             return self.send(&ServerFrame::Ack { id });
         }
@@ -198,11 +191,7 @@ impl WsSession {
             return self.send_error(id, ErrorCode::LimitExceeded, &message);
         }
         let room = RoomName::from(room);
-        let member = Member {
-            addr: ctx.address(),
-            flags: self.flags.clone(),
-        };
-        self.worker.join(&room, self.id, member);
+        self.worker.join(&room, self.id, self.out.clone());
         self.subscriptions.insert(room);
         self.send(&ServerFrame::Ack { id });
     }
@@ -337,39 +326,6 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
     fn handle(&mut self, _: Result<Message, ProtocolError>, _: &mut WsContext) {}
 
     fn finished(&mut self, _: &mut WsContext) {}
-}
-
-impl Handler<Deliver> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut WsContext) {
-        if self.flags.evicted.get() {
-            // Frames queued before the eviction are dropped: the client is told to reconnect,
-            // which beats receiving a backlog it could not keep up with.
-            Stats::add(&self.node.stats.dropped_slow, 1);
-            return self.evict(ctx);
-        }
-        if !self.closing {
-            self.out.borrow_mut().push(frame);
-        }
-    }
-}
-
-impl Handler<Evict> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, _: Evict, ctx: &mut WsContext) {
-        self.evict(ctx);
-    }
-}
-
-impl WsSession {
-    fn evict(&mut self, ctx: &mut WsContext) {
-        if !self.closing {
-            tracing::info!(session = %self.label, "slow consumer closed");
-        }
-        self.close(ctx, close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
-    }
 }
 
 impl Handler<GoAway> for WsSession {

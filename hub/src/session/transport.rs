@@ -41,7 +41,10 @@ use futures_util::Stream;
 use switchboard_protocol::{close, PROTOCOL};
 use tokio::time::{sleep, Sleep};
 
-use super::WsSession;
+use super::{
+    outbox::{Outbox, SharedOutbox},
+    WsSession,
+};
 use crate::{
     node::{ConnectionSlot, Node},
     stats::Stats,
@@ -88,55 +91,12 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// The frames waiting for a session's socket, in order.
-///
-/// The session appends (its own replies, and the shared frames its rooms deliver); the writer
-/// drains. Both run in the connection's one task (the writer polls the session), so a `RefCell`
-/// is enough and no wake-up is needed: after each poll of the session the writer flushes.
-#[derive(Debug, Default)]
-pub(crate) struct Outbox {
-    frames: VecDeque<Bytes>,
-    bytes: usize,
-}
-
-/// A session's handle on its outbox.
-pub(crate) type SharedOutbox = Rc<RefCell<Outbox>>;
-
-impl Outbox {
-    /// Queues a frame that is already encoded (a shared publish).
-    pub(crate) fn push(&mut self, frame: Bytes) {
-        self.bytes += frame.len();
-        self.frames.push_back(frame);
-    }
-
-    /// Queues a text frame.
-    pub(crate) fn text(&mut self, text: &str) {
-        self.push(text_frame(text.as_bytes()));
-    }
-
-    /// Queues a ping or pong (`opcode` 0x9 or 0xA) with up to 125 bytes of payload.
-    pub(crate) fn control(&mut self, opcode: u8, payload: &[u8]) {
-        let payload = &payload[..payload.len().min(125)];
-        self.push(frame(opcode, payload));
-    }
-
-    /// Queues a close frame.
-    pub(crate) fn close(&mut self, code: u16, reason: &str) {
-        self.push(close_frame(code, reason));
-    }
-
-    /// Bytes queued.
-    pub(crate) fn len_bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
 /// Encodes a text frame: what a publish's `message` becomes, once, for all its recipients.
 pub(crate) fn text_frame(payload: &[u8]) -> Bytes {
     frame(0x1, payload)
 }
 
-fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     let len = payload.len();
     let mut out = BytesMut::with_capacity(len + 10);
     out.extend_from_slice(&[0x80 | opcode]);
@@ -153,7 +113,7 @@ fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-fn close_frame(code: u16, reason: &str) -> Bytes {
+pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
     // A close frame holds at most 125 bytes: 2 for the code, the rest for the reason.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
@@ -247,7 +207,7 @@ async fn run(
     let max = node.config.max_message_bytes;
     let budget = node.config.outbox_max_bytes;
     let grace = node.config.heartbeat.max(Duration::from_secs(1));
-    let outbox = SharedOutbox::default();
+    let outbox = Outbox::new(node.config.outbox_capacity, budget);
     outbox.borrow_mut().push(Bytes::from(head));
     let session = WsSession::new(node.clone(), rooms, slot, outbox.clone());
     let reader = WsReader::new(io.clone(), early, max);
@@ -476,6 +436,7 @@ impl<B> Writer<B> {
         tracing::info!("slow consumer closed");
         {
             let mut out = self.out.borrow_mut();
+            out.evicted = true;
             out.frames.truncate(1);
             out.bytes = out.frames.front().map_or(0, Bytes::len);
             out.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
@@ -540,11 +501,15 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let this = &mut *self;
+        this.out.borrow_mut().register(cx);
+        if this.body.is_some() && this.out.borrow().evicted {
+            this.evict();
+        }
         // Run the session and collect its frames while the queue is within budget. The session
         // is polled even when the socket is full, so its mailbox keeps draining into the queue
         // and the budget, not a stalled actor, decides when a client is too slow.
         while let Some(body) = this.body.as_mut() {
-            if this.out.borrow().len_bytes() > this.budget {
+            if this.out.borrow().len_bytes() > this.budget || this.out.borrow().evicted {
                 this.evict();
                 break;
             }

@@ -1,0 +1,127 @@
+//! [`Outbox`]: the frames waiting for one session's socket.
+//!
+//! Rooms deliver into it directly (same worker thread, no message per recipient): a delivery is
+//! a reference-count increment on the shared frame and a push. The session adds its own replies.
+//! The connection's writer drains it with vectored writes.
+//!
+//! It is bounded twice: by `outbox_capacity` frames and by `outbox_max_bytes` bytes waiting for
+//! the socket. A delivery that would go over either marks the session evicted and wakes its
+//! writer, which closes it with 4000 "slow consumer"; the room drops the member. Nothing a peer
+//! does can make it grow past those bounds by more than the one frame being written.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    rc::Rc,
+    task::{Context, Waker},
+};
+
+use bytes::Bytes;
+
+use super::transport::{close_frame, frame, text_frame};
+
+/// A session's handle on its outbox, shared with its rooms and its writer on one thread.
+pub(crate) type SharedOutbox = Rc<RefCell<Outbox>>;
+
+/// The frames waiting for one session's socket, in order.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub(super) frames: VecDeque<Bytes>,
+    pub(super) bytes: usize,
+    max_frames: usize,
+    max_bytes: usize,
+    /// Set once a delivery found the outbox full; the writer then evicts the session.
+    pub(super) evicted: bool,
+    /// The writer's task, woken when a delivery arrives while it is idle.
+    waker: Option<Waker>,
+}
+
+/// A delivery was refused: the session is (now) evicted.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
+impl Outbox {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> SharedOutbox {
+        Rc::new(RefCell::new(Outbox {
+            frames: VecDeque::new(),
+            bytes: 0,
+            max_frames,
+            max_bytes,
+            evicted: false,
+            waker: None,
+        }))
+    }
+
+    /// Delivers a shared frame from a room. Refused once the session is evicted or when the
+    /// frame would take the outbox over its bounds (which evicts it).
+    pub(crate) fn deliver(&mut self, frame: &Bytes) -> Result<(), Overflow> {
+        if self.evicted {
+            return Err(Overflow);
+        }
+        if self.frames.len() >= self.max_frames || self.bytes + frame.len() > self.max_bytes {
+            self.evicted = true;
+            self.wake();
+            return Err(Overflow);
+        }
+        let was_idle = self.frames.is_empty();
+        self.push(frame.clone());
+        if was_idle {
+            // The writer sleeps while the outbox is empty; one wake-up per batch of frames.
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues one of the session's own frames (replies are never refused: they are bounded by
+    /// the client's own requests, which the session reads one at a time).
+    pub(crate) fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Queues a text frame.
+    pub(crate) fn text(&mut self, text: &str) {
+        self.push(text_frame(text.as_bytes()));
+    }
+
+    /// Queues a ping or pong (`opcode` 0x9 or 0xA) with up to 125 bytes of payload.
+    pub(crate) fn control(&mut self, opcode: u8, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(125)];
+        self.push(frame(opcode, payload));
+    }
+
+    /// Queues a close frame.
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        self.push(close_frame(code, reason));
+    }
+
+    /// Bytes queued.
+    pub(crate) fn len_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Frames queued.
+    pub(crate) fn len_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Drops every queued frame (micro-benchmarks stand in for the writer with this).
+    pub(crate) fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+
+    /// Remembers the writer's task.
+    pub(super) fn register(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+    }
+}

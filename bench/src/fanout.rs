@@ -33,7 +33,7 @@ use crate::{
     progress::Progress,
     report::{Report, Rss},
     stats::{record_latency, Accounting, SeqTracker},
-    sys, FanoutArgs, Outcome,
+    sys, Endpoints, FanoutArgs, Outcome,
 };
 
 /// Deliveries handled in one go before the task checks for the stop signal again.
@@ -46,7 +46,10 @@ const BITSET_BUDGET: u64 = 512 << 20;
 /// What every connection task of a run knows.
 #[derive(Debug)]
 struct Shared {
+    /// Where subscribers connect (`--url`).
     ep: Endpoint,
+    /// Where publishers connect (`--publish-url`, by default `--url`).
+    publish_ep: Endpoint,
     opts: AdapterOpts,
     handshakes: Semaphore,
     publishers: usize,
@@ -77,7 +80,7 @@ struct PubOutcome {
 }
 
 /// Runs the scenario with adapter `A`.
-pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, ep: Endpoint) -> Outcome {
+pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcome {
     let c = &args.common;
     let deadline = Instant::now() + Duration::from_secs_f64(c.timeout);
     let mut progress = Progress::new();
@@ -98,8 +101,10 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, ep: Endpoint) -> Outcome 
         args.messages,
         BITSET_BUDGET,
     );
+    let publish_url = eps.publish.as_ref().and(args.publish_url.clone());
     let shared = Arc::new(Shared {
-        ep,
+        publish_ep: eps.publish.unwrap_or_else(|| eps.main.clone()),
+        ep: eps.main,
         opts: AdapterOpts { scope: args.scope },
         handshakes: Semaphore::new(c.concurrency),
         publishers: args.publishers,
@@ -116,6 +121,7 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, ep: Endpoint) -> Outcome 
     });
 
     let mut report = Report::new("fanout", c.target, &c.url);
+    report.publish_url = publish_url;
     report.subscribers = Some(args.subscribers);
     report.rooms = Some(rooms);
     report.publishers = Some(args.publishers);
@@ -310,7 +316,13 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, ep: Endpoint) -> Outcome 
             connected,
             end,
         };
-        report.rss_per_conn_kib = r.per_connection(report.connections);
+        // `--server-pid` is `--url`'s server: with a `--publish-url` it holds the subscribers only.
+        let held = if report.publish_url.is_some() {
+            args.subscribers
+        } else {
+            report.connections
+        };
+        report.rss_per_conn_kib = r.per_connection(held);
         report.server_rss_kib = Some(r);
     }
     let failure = if report.timed_out {
@@ -331,7 +343,8 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Connects (bounded by the handshake semaphore), says hello, subscribes to `room` when asked.
+/// Connects (bounded by the handshake semaphore), says hello, subscribes to `room` when asked;
+/// a subscriber connects to `--url`, a publisher to `--publish-url`.
 async fn setup<A: Adapter>(
     shared: &Shared,
     index: usize,
@@ -344,7 +357,12 @@ async fn setup<A: Adapter>(
         .await
         .map_err(|_| Error::from("handshake semaphore closed"))?;
     let url_room = A::CONNECTION_PER_ROOM.then_some(room);
-    let (mut ws, mut a) = adapters::open::<A>(&shared.ep, &shared.opts, index, url_room).await?;
+    let ep = if subscribe {
+        &shared.ep
+    } else {
+        &shared.publish_ep
+    };
+    let (mut ws, mut a) = adapters::open::<A>(ep, &shared.opts, index, url_room).await?;
     if subscribe {
         adapters::subscribe(&mut ws, &mut a, room)
             .await

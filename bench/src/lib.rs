@@ -119,6 +119,10 @@ pub struct Common {
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
+    /// WebSocket URL the publishers connect to, e.g. the second node of a cluster (subscribers
+    /// connect to --url); same rules as --url. Default: --url.
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
     /// Subscribers.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
@@ -189,8 +193,8 @@ pub fn main(args: BenchArgs) -> ExitCode {
         eprintln!("switchboard bench: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let ep = match net::Endpoint::parse(&common.url, common.source_ips) {
-        Ok(ep) => ep,
+    let eps = match endpoints(&args) {
+        Ok(eps) => eps,
         Err(e) => {
             eprintln!("switchboard bench: {e}");
             return ExitCode::from(EXIT_USAGE);
@@ -218,7 +222,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
         eprintln!("switchboard bench: {e}");
         return ExitCode::from(EXIT_FAILURE);
     }
-    let outcome = run(&args, ep, common.threads);
+    let outcome = run(&args, eps, common.threads);
     let json = common.json;
     if let Some(report) = &outcome.report {
         if json {
@@ -236,9 +240,37 @@ pub fn main(args: BenchArgs) -> ExitCode {
     }
 }
 
+/// Where the connections go: `--url`, and for `fanout` the publishers' `--publish-url`.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    /// `--url`: every connection but `fanout`'s publishers.
+    pub(crate) main: net::Endpoint,
+    /// `--publish-url`, when given and not the same server and URL as `--url`.
+    pub(crate) publish: Option<net::Endpoint>,
+}
+
+/// Parses and checks `--url` and `--publish-url` (both loopback `ws://` URLs).
+fn endpoints(args: &BenchArgs) -> Result<Endpoints, Error> {
+    let (common, publish_url) = match &args.scenario {
+        Scenario::Fanout(a) => (&a.common, a.publish_url.as_deref()),
+        Scenario::Connect(a) => (&a.common, None),
+    };
+    let main = net::Endpoint::parse("--url", &common.url, common.source_ips)?;
+    let publish = match publish_url {
+        Some(url) => Some(net::Endpoint::parse(
+            "--publish-url",
+            url,
+            common.source_ips,
+        )?)
+        .filter(|p| !p.same_server(&main)),
+        None => None,
+    };
+    Ok(Endpoints { main, publish })
+}
+
 /// Runs the scenario on a runtime of `threads` workers; merges the latencies once the workers
 /// have stopped and handed their histograms over.
-fn run(args: &BenchArgs, ep: net::Endpoint, threads: usize) -> Outcome {
+fn run(args: &BenchArgs, eps: Endpoints, threads: usize) -> Outcome {
     // Start the clock before any payload is stamped.
     let _ = payload::epoch();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -254,16 +286,16 @@ fn run(args: &BenchArgs, ep: net::Endpoint, threads: usize) -> Outcome {
     let mut outcome = rt.block_on(async {
         match &args.scenario {
             Scenario::Fanout(a) => match a.common.target {
-                Target::Switchboard => fanout::run::<adapters::Switchboard>(a, ep).await,
-                Target::Nats => fanout::run::<adapters::Nats>(a, ep).await,
-                Target::Socketio => fanout::run::<adapters::SocketIo>(a, ep).await,
-                Target::Ws => fanout::run::<adapters::PlainWs>(a, ep).await,
+                Target::Switchboard => fanout::run::<adapters::Switchboard>(a, eps).await,
+                Target::Nats => fanout::run::<adapters::Nats>(a, eps).await,
+                Target::Socketio => fanout::run::<adapters::SocketIo>(a, eps).await,
+                Target::Ws => fanout::run::<adapters::PlainWs>(a, eps).await,
             },
             Scenario::Connect(a) => match a.common.target {
-                Target::Switchboard => connect::run::<adapters::Switchboard>(a, ep).await,
-                Target::Nats => connect::run::<adapters::Nats>(a, ep).await,
-                Target::Socketio => connect::run::<adapters::SocketIo>(a, ep).await,
-                Target::Ws => connect::run::<adapters::PlainWs>(a, ep).await,
+                Target::Switchboard => connect::run::<adapters::Switchboard>(a, eps.main).await,
+                Target::Nats => connect::run::<adapters::Nats>(a, eps.main).await,
+                Target::Socketio => connect::run::<adapters::SocketIo>(a, eps.main).await,
+                Target::Ws => connect::run::<adapters::PlainWs>(a, eps.main).await,
             },
         }
     });
@@ -330,4 +362,86 @@ fn validate(args: &BenchArgs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    fn fanout_endpoints(extra: &[&str]) -> Result<Endpoints, Error> {
+        let mut args = vec!["fanout", "--url", "ws://127.0.0.1:3000/ws"];
+        args.extend_from_slice(extra);
+        endpoints(&parse(&args).expect("valid arguments"))
+    }
+
+    #[test]
+    fn publish_url_defaults_to_url() {
+        let eps = fanout_endpoints(&[]).expect("ok");
+        assert_eq!(eps.main.addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert!(eps.publish.is_none());
+        // The same server and URL, spelled differently: nothing to report either.
+        for same in ["ws://127.0.0.1:3000/ws", "ws://localhost:3000/ws/"] {
+            let eps = fanout_endpoints(&["--publish-url", same]).expect("ok");
+            assert!(eps.publish.is_none(), "{same}");
+        }
+    }
+
+    #[test]
+    fn publish_url_to_another_node() {
+        let eps = fanout_endpoints(&["--publish-url", "ws://127.0.0.1:3001/ws"]).expect("ok");
+        assert_eq!(eps.main.addr, "127.0.0.1:3000".parse().expect("addr"));
+        let publish = eps.publish.expect("a second endpoint");
+        assert_eq!(publish.addr, "127.0.0.1:3001".parse().expect("addr"));
+        assert_eq!(publish.url("", None), "ws://127.0.0.1:3001/ws");
+    }
+
+    #[test]
+    fn publish_url_is_checked_like_url() {
+        for url in [
+            "ws://10.0.0.1:3001/ws",
+            "ws://example.com/ws",
+            "wss://127.0.0.1:3001/ws",
+            "http://127.0.0.1:3001/ws",
+            "127.0.0.1:3001",
+        ] {
+            let e = fanout_endpoints(&["--publish-url", url]).expect_err(url);
+            assert!(e.0.starts_with("--publish-url "), "{url}: {e}");
+        }
+        // --source-ips applies to the publishers too, so both URLs must be IPv4.
+        let e = fanout_endpoints(&["--publish-url", "ws://[::1]:3001", "--source-ips", "2"])
+            .expect_err("IPv6 with --source-ips 2");
+        assert!(e.0.contains("IPv4"), "{e}");
+        // --url is still checked, and first.
+        let args = parse(&[
+            "fanout",
+            "--url",
+            "ws://10.0.0.1/ws",
+            "--publish-url",
+            "ws://127.0.0.1:3001/ws",
+        ])
+        .expect("valid arguments");
+        let e = endpoints(&args).expect_err("refused");
+        assert!(e.0.starts_with("--url "), "{e}");
+    }
+
+    #[test]
+    fn publish_url_is_a_fanout_option() {
+        let connect = ["connect", "--url", "ws://127.0.0.1:3000/ws"];
+        assert!(parse(&connect).is_ok());
+        let mut with = connect.to_vec();
+        with.extend(["--publish-url", "ws://127.0.0.1:3001/ws"]);
+        assert!(parse(&with).is_err());
+    }
 }

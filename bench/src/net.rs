@@ -35,25 +35,26 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `--url` and checks it is a loopback `ws://` URL; `source_ips` as `--source-ips`.
-    pub(crate) fn parse(url: &str, source_ips: u16) -> Result<Self> {
+    /// Parses `url`, the value of command-line option `option` (`--url`, `--publish-url`), and
+    /// checks it is a loopback `ws://` URL; `source_ips` as `--source-ips`.
+    pub(crate) fn parse(option: &str, url: &str, source_ips: u16) -> Result<Self> {
         let uri: Uri = url
             .parse()
-            .map_err(|e| Error(format!("--url `{url}` is not a URL: {e}")))?;
+            .map_err(|e| Error(format!("{option} `{url}` is not a URL: {e}")))?;
         match uri.scheme_str() {
             Some("ws") => {}
             Some("wss") => {
                 return Err(Error(format!(
-                    "--url `{url}`: wss:// is not supported (the bench targets a loopback server; use ws://)"
+                    "{option} `{url}`: wss:// is not supported (the bench targets a loopback server; use ws://)"
                 )))
             }
-            _ => return Err(Error(format!("--url `{url}` must start with ws://"))),
+            _ => return Err(Error(format!("{option} `{url}` must start with ws://"))),
         }
         let host = uri
             .host()
-            .ok_or_else(|| Error(format!("--url `{url}` has no host")))?;
+            .ok_or_else(|| Error(format!("{option} `{url}` has no host")))?;
         let port = uri.port_u16().unwrap_or(80);
-        let ip = loopback_ip(host, port).map_err(|e| e.context(format!("--url `{url}`")))?;
+        let ip = loopback_ip(host, port).map_err(|e| e.context(format!("{option} `{url}`")))?;
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
         let sources = match (ip, source_ips) {
             (_, 0) => return Err("--source-ips must be at least 1".into()),
@@ -88,6 +89,12 @@ impl Endpoint {
             url.push_str(q);
         }
         url
+    }
+
+    /// Whether connections to `other` reach the same server and request the same URLs (the
+    /// same address, path and query; the spelling of the host may differ).
+    pub(crate) fn same_server(&self, other: &Endpoint) -> bool {
+        self.addr == other.addr && self.path == other.path && self.query == other.query
     }
 
     /// The source address of connection `index`, if sources are spread.
@@ -176,23 +183,23 @@ mod tests {
 
     #[test]
     fn loopback_urls_are_accepted() {
-        let ep = Endpoint::parse("ws://127.0.0.1:8080/ws", 1).expect("ok");
+        let ep = Endpoint::parse("--url", "ws://127.0.0.1:8080/ws", 1).expect("ok");
         assert_eq!(ep.addr, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(ep.url("", None), "ws://127.0.0.1:8080/ws");
         assert_eq!(ep.source(5), None);
 
-        let ep = Endpoint::parse("ws://127.1.2.3:9/", 1).expect("ok");
+        let ep = Endpoint::parse("--url", "ws://127.1.2.3:9/", 1).expect("ok");
         assert_eq!(ep.url("/room-2", None), "ws://127.1.2.3:9/room-2");
         assert_eq!(ep.url("", None), "ws://127.1.2.3:9/");
 
-        let ep = Endpoint::parse("ws://[::1]:3000", 1).expect("ok");
+        let ep = Endpoint::parse("--url", "ws://[::1]:3000", 1).expect("ok");
         assert_eq!(ep.addr, "[::1]:3000".parse().expect("addr"));
         assert_eq!(
             ep.url("/socket.io/", Some("EIO=4&transport=websocket")),
             "ws://[::1]:3000/socket.io/?EIO=4&transport=websocket"
         );
 
-        let ep = Endpoint::parse("ws://localhost:4222", 1).expect("ok");
+        let ep = Endpoint::parse("--url", "ws://localhost:4222", 1).expect("ok");
         assert!(ep.addr.ip().is_loopback());
         assert_eq!(ep.url("", None), "ws://localhost:4222/");
     }
@@ -209,22 +216,45 @@ mod tests {
             "wss://127.0.0.1:8080/ws",
             "127.0.0.1:8080",
         ] {
-            assert!(Endpoint::parse(url, 1).is_err(), "{url}");
+            assert!(Endpoint::parse("--url", url, 1).is_err(), "{url}");
         }
-        let e = Endpoint::parse("ws://8.8.8.8/ws", 1).expect_err("refused");
+        let e = Endpoint::parse("--url", "ws://8.8.8.8/ws", 1).expect_err("refused");
         assert!(e.0.contains("only targets this machine"), "{e}");
     }
 
     #[test]
+    fn same_server_ignores_spelling_only() {
+        let parse = |url| Endpoint::parse("--publish-url", url, 1).expect("ok");
+        let a = parse("ws://127.0.0.1:8080/ws");
+        assert!(a.same_server(&parse("ws://127.0.0.1:8080/ws/")));
+        assert!(a.same_server(&parse("ws://localhost:8080/ws")));
+        assert!(!a.same_server(&parse("ws://127.0.0.1:8081/ws")));
+        assert!(!a.same_server(&parse("ws://127.0.0.2:8080/ws")));
+        assert!(!a.same_server(&parse("ws://127.0.0.1:8080/other")));
+        assert!(!a.same_server(&parse("ws://127.0.0.1:8080/ws?x=1")));
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let e = Endpoint::parse("--publish-url", "ws://10.0.0.1:80/ws", 1).expect_err("refused");
+        assert!(
+            e.0.starts_with("--publish-url `ws://10.0.0.1:80/ws`"),
+            "{e}"
+        );
+        let e = Endpoint::parse("--publish-url", "http://127.0.0.1/", 1).expect_err("refused");
+        assert!(e.0.starts_with("--publish-url "), "{e}");
+    }
+
+    #[test]
     fn sources_round_robin() {
-        let ep = Endpoint::parse("ws://127.0.0.1:8080/ws", 3).expect("ok");
+        let ep = Endpoint::parse("--url", "ws://127.0.0.1:8080/ws", 3).expect("ok");
         let ips: Vec<_> = (0..4).filter_map(|i| ep.source(i)).collect();
         let want: Vec<IpAddr> = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]
             .iter()
             .map(|s| s.parse().expect("ip"))
             .collect();
         assert_eq!(ips, want);
-        assert!(Endpoint::parse("ws://[::1]:80", 2).is_err());
-        assert!(Endpoint::parse("ws://127.0.0.1:80", 0).is_err());
+        assert!(Endpoint::parse("--url", "ws://[::1]:80", 2).is_err());
+        assert!(Endpoint::parse("--url", "ws://127.0.0.1:80", 0).is_err());
     }
 }

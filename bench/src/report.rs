@@ -36,6 +36,9 @@ pub(crate) struct Report {
     pub(crate) scenario: &'static str,
     pub(crate) target: Target,
     pub(crate) url: String,
+    /// `fanout`: where the publishers connected, when not the same as `url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) publish_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) subscribers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +102,7 @@ impl Report {
             scenario,
             target,
             url: url.to_owned(),
+            publish_url: None,
             subscribers: None,
             rooms: None,
             publishers: None,
@@ -143,6 +147,9 @@ impl Report {
             ("target", format!("{:?}", self.target).to_lowercase()),
             ("url", self.url.clone()),
         ];
+        if let Some(p) = &self.publish_url {
+            rows.push(("publish url", p.clone()));
+        }
         if let (Some(subs), Some(rooms)) = (self.subscribers, self.rooms) {
             rows.push(("subscribers", format!("{subs} in {rooms} room(s)")));
         }
@@ -290,6 +297,7 @@ mod tests {
         assert!(v.get("delivered").is_none());
         assert!(v.get("latency_us").is_none());
         assert!(v.get("errors").is_none());
+        assert!(v.get("publish_url").is_none());
         assert!(r.table().contains("handshakes"));
     }
 
@@ -309,7 +317,13 @@ mod tests {
             end: 3,
         });
         r.loss_accounting = Some(Accounting::InOrder);
+        r.publish_url = Some("ws://127.0.0.1:8081/ws".to_owned());
         let v: serde_json::Value = serde_json::from_str(&r.json()).expect("json");
+        assert_eq!(v["publish_url"], "ws://127.0.0.1:8081/ws");
+        assert!(r
+            .table()
+            .lines()
+            .any(|l| l.starts_with("publish url ") && l.ends_with(" ws://127.0.0.1:8081/ws")));
         assert_eq!(v["latency_us"]["max"], 4.5);
         assert_eq!(v["server_rss_kib"]["connected"], 2);
         assert_eq!(v["loss_accounting"], "in_order");

@@ -74,6 +74,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(&config);
+    raise_open_files_limit(config.max_connections);
     let listener = match crate::bind_listener(config.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -88,6 +89,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::error!(error = %e, "hub failed");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// Every session holds a socket: raise the soft open-files limit to the hard one, and say so when
+/// even that is below `max_connections` (sessions beyond it would be refused at accept).
+fn raise_open_files_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // A few descriptors go to listeners, the event loop and logs.
+            if (limit as usize) < max_connections.saturating_add(64) {
+                tracing::warn!(
+                    open_files = limit,
+                    max_connections,
+                    "the open-files limit caps sessions below max_connections"
+                );
+            } else {
+                tracing::debug!(open_files = limit, "open-files limit");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
 }
 

@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn every_message_is_a_delivery() {
-        let ep = Endpoint::parse("ws://127.0.0.1:3001", 1).expect("ok");
+        let ep = Endpoint::parse("--url", "ws://127.0.0.1:3001", 1).expect("ok");
         assert_eq!(PlainWs::url(&ep, Some(2)), "ws://127.0.0.1:3001/room-2");
         let mut a = PlainWs;
         assert!(a.ready());

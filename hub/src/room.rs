@@ -64,6 +64,8 @@ impl Handler<Fanout> for Room {
             // tasks of the worker (its sessions among them) have run.
             ctx.wait(wrap_future(tokio::task::yield_now()));
         }
+        // Crossed threads once as `Bytes`; on this thread every member shares one `Rc`.
+        let frame = Rc::new(frame);
         let mut delivered = 0u64;
         let mut evicted = 0u64;
         self.members.borrow_mut().retain(|_, outbox| {

@@ -26,7 +26,12 @@ pub(crate) type SharedOutbox = Rc<RefCell<Outbox>>;
 /// The frames waiting for one session's socket, in order.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    pub(super) frames: VecDeque<Bytes>,
+    /// Frames are `Rc`s: a room hands the same frame to every member on its thread, and an
+    /// `Rc` clone is a plain increment where a `Bytes` clone is an atomic one.
+    pub(super) frames: VecDeque<Rc<Bytes>>,
+    /// Bytes of the front frame already written.
+    pub(super) front_written: usize,
+    /// Bytes queued and not yet written.
     pub(super) bytes: usize,
     max_frames: usize,
     max_bytes: usize,
@@ -44,6 +49,7 @@ impl Outbox {
     pub(crate) fn new(max_frames: usize, max_bytes: usize) -> SharedOutbox {
         Rc::new(RefCell::new(Outbox {
             frames: VecDeque::new(),
+            front_written: 0,
             bytes: 0,
             max_frames,
             max_bytes,
@@ -54,7 +60,7 @@ impl Outbox {
 
     /// Delivers a shared frame from a room. Refused once the session is evicted or when the
     /// frame would take the outbox over its bounds (which evicts it).
-    pub(crate) fn deliver(&mut self, frame: &Bytes) -> Result<(), Overflow> {
+    pub(crate) fn deliver(&mut self, frame: &Rc<Bytes>) -> Result<(), Overflow> {
         if self.evicted {
             return Err(Overflow);
         }
@@ -64,7 +70,8 @@ impl Outbox {
             return Err(Overflow);
         }
         let was_idle = self.frames.is_empty();
-        self.push(frame.clone());
+        self.bytes += frame.len();
+        self.frames.push_back(frame.clone());
         if was_idle {
             // The writer sleeps while the outbox is empty; one wake-up per batch of frames.
             self.wake();
@@ -76,7 +83,7 @@ impl Outbox {
     /// the client's own requests, which the session reads one at a time).
     pub(crate) fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back(Rc::new(frame));
     }
 
     /// Queues a text frame.
@@ -108,6 +115,7 @@ impl Outbox {
     /// Drops every queued frame (micro-benchmarks stand in for the writer with this).
     pub(crate) fn clear(&mut self) {
         self.frames.clear();
+        self.front_written = 0;
         self.bytes = 0;
     }
 

@@ -35,7 +35,7 @@ use actix_http::{
 };
 use actix_web::rt::net::TcpStream;
 use actix_web_actors::ws;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 use switchboard_protocol::{close, PROTOCOL};
@@ -438,7 +438,7 @@ impl<B> Writer<B> {
             let mut out = self.out.borrow_mut();
             out.evicted = true;
             out.frames.truncate(1);
-            out.bytes = out.frames.front().map_or(0, Bytes::len);
+            out.bytes = out.frames.front().map_or(0, |f| f.len()) - out.front_written;
             out.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
         }
         // Dropping the context stops the actor, which leaves its rooms.
@@ -449,26 +449,30 @@ impl<B> Writer<B> {
     /// Writes as much of the queue as the socket takes. `Ready(Err)` when the socket failed.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut out = self.out.borrow_mut();
+        let out = &mut *out;
         while !out.frames.is_empty() {
             ready!(self.io.poll_write_ready(cx))?;
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = out.frames.len().min(MAX_IOVECS);
-            for (slot, chunk) in slices.iter_mut().zip(out.frames.iter()) {
-                *slot = IoSlice::new(chunk);
+            for (i, (slot, frame)) in slices.iter_mut().zip(out.frames.iter()).enumerate() {
+                let skip = if i == 0 { out.front_written } else { 0 };
+                *slot = IoSlice::new(&frame[skip..]);
             }
             match self.io.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(mut written) => {
                     out.bytes -= written;
                     while written > 0 {
-                        let Some(front) = out.frames.front_mut() else {
+                        let Some(front) = out.frames.front() else {
                             break;
                         };
-                        if written >= front.len() {
-                            written -= front.len();
+                        let left = front.len() - out.front_written;
+                        if written >= left {
+                            written -= left;
                             out.frames.pop_front();
+                            out.front_written = 0;
                         } else {
-                            front.advance(written);
+                            out.front_written += written;
                             written = 0;
                         }
                     }

@@ -6,8 +6,9 @@
 //! - `server.rs`: [`serve`], which runs the hub on an already-bound listener until a shutdown
 //!   future resolves; the HTTP wiring and the handshake route.
 //! - `node.rs`: [`Node`], the state every worker shares (config, broadcaster, sessions, counters).
-//! - `session/`: the `WsSession` actor, one per connection; `session/transport.rs` is the only
-//!   user of actix-web-actors.
+//! - `session/`: the `WsSession` actor, one per connection; `session/outbox.rs`, the frames
+//!   waiting for its socket; `session/transport.rs`, the handshake, the frame reader and the
+//!   writer, and the only user of actix-web-actors.
 //! - `worker.rs`: `WorkerRooms`, the rooms of one worker thread.
 //! - `room.rs`: the `Room` actor, one per room per worker, fanning out to that worker's members.
 //! - `broadcaster.rs`: `Broadcaster`, which workers have members of which room.
@@ -16,12 +17,13 @@
 //! - `stats.rs`: node-wide counters.
 //!
 //! # The path of a publish
-//! The publishing session validates the frame and encodes the outgoing `message` frame once. For
-//! scope `worker` it hands the frame to its own worker's `Room`; for `node` (and `cluster`, until
-//! a cluster broker exists) the broadcaster hands it to the `Room` of every worker with members.
-//! Each room `try_send`s the shared frame to its members' bounded mailboxes; a member whose
-//! mailbox is full is evicted and closed with 4000. No queue on this path is unbounded: room
-//! mailboxes make publishers wait, session mailboxes evict the session.
+//! The publishing session validates the frame and encodes the outgoing `message` frame once,
+//! WebSocket header included. For scope `worker` it hands the frame to its own worker's `Room`;
+//! for `node` (and `cluster`, until a cluster broker exists) the broadcaster hands it to the
+//! `Room` of every worker with members, so it crosses threads once per worker. Each room pushes
+//! the shared frame into its members' outboxes on its own thread, and each member's writer sends
+//! what is queued with one vectored write. No queue on this path is unbounded: room mailboxes make
+//! publishers wait; a full outbox evicts its session (close 4000).
 //!
 //! `docs/ACTORS.md` records which actor sends to which, and how.
 

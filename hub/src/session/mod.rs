@@ -1,14 +1,12 @@
 //! [`WsSession`]: one actor per WebSocket connection.
 //!
 //! A session decodes client frames, keeps its subscriptions (joining and leaving its worker's
-//! rooms synchronously), encodes each publish once and hands it to the rooms, and writes the
-//! frames its rooms deliver. Its mailbox is its outgoing queue: bounded by `outbox_capacity`,
-//! filled by rooms with `try_send`; when it is full the room evicts the session, which then
-//! closes with 4000 "slow consumer".
+//! rooms synchronously), encodes each publish once and hands it to the rooms, and queues its own
+//! replies in its outbox, which its rooms deliver into as well.
 //!
 //! The transport (`transport.rs`) polls the session whether or not the socket takes data, and
-//! bounds the bytes waiting for the socket (`outbox_max_bytes`): a client that stops reading is
-//! evicted there, and dropped outright if even the close frame cannot be written.
+//! the outbox (`outbox.rs`) is bounded in frames and bytes: a client that cannot keep up is
+//! evicted with 4000, and dropped outright if even the close frame cannot be written.
 
 mod outbox;
 mod reassembly;

@@ -88,6 +88,7 @@ KNOWN = {
     "p99_ms": ["latency_us.p99"],
     "rss_kib_per_conn": ["rss_per_conn_kib"],
     "handshakes_per_s": ["handshakes_per_sec"],
+    "server_ns_per_delivery": ["server_ns_per_delivery"],
 }
 PROBLEM_KEYS = ["lost", "duplicated", "invalid", "disconnected", "timed_out"]
 
@@ -119,6 +120,8 @@ def metrics(result):
     m["rss_kib_per_conn"] = flat[k] * bytes_scale_kib(k) if k else None
     k = known("handshakes_per_s") or pick(flat, r"handshake.*" + PER_SEC, exclude=r"rss|byte")
     m["handshakes_per_s"] = flat[k] if k else None
+    k = known("server_ns_per_delivery")
+    m["server_ns_per_delivery"] = flat[k] if k else None
     # Anything that says messages went missing, twice, or clients were cut off.
     problems = {k: flat[k] for k in PROBLEM_KEYS if flat.get(k)}
     for key, v in flat.items():
@@ -312,6 +315,19 @@ def summary(args):
                     row.append(f"{a / b:.2f}×" if a and b else "–")
             rows.append(row)
         out += [table(header, rows), ""]
+
+        out += ["## Server CPU per delivery", "",
+                "Same runs: the server process's CPU time (user + system) divided by the messages "
+                "delivered, nanoseconds. This compares the servers' cost even where the load "
+                "generator, not the server, is the limit.", ""]
+        rows = []
+        for n, rate in fan:
+            row = [n]
+            for t in targets:
+                v, note, _ = cell("fanout", n, rate, t, lambda m: m["server_ns_per_delivery"])
+                row.append((f"{v:.0f}" if v is not None else "–") + note)
+            rows.append(row)
+        out += [table(["subscribers"] + targets, rows), ""]
 
         out += ["## Fan-out latency", "",
                 "Same runs: publish-to-delivery latency, median of the runs' p50 / p99, milliseconds. "

@@ -14,7 +14,7 @@ use crate::{
     adapters::{self, dispatch, next, send_replies, Adapter, AdapterOpts},
     control::{join_all, wait_ready, ErrorTally},
     error::{Error, Result},
-    net::Endpoint,
+    net::{Endpoint, Ws},
     progress::Progress,
     report::{Report, Rss},
     stats::{new_histogram, percentiles},
@@ -160,7 +160,7 @@ async fn connection<A: Adapter>(
             .await
             .map_err(|_| Error::from("handshake semaphore closed"))?;
         let t0 = Instant::now();
-        let (ws, a) = adapters::open::<A>(&ep, &opts, index, None).await?;
+        let (ws, a) = adapters::open::<Ws, A>(&ep, &opts, index, None).await?;
         let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Ok::<_, Error>((ws, a, ns))
     }

@@ -19,14 +19,17 @@ impl Error {
     /// The server closed the connection, with this close frame if it sent one.
     pub(crate) fn closed(frame: Option<&CloseFrame<'_>>) -> Self {
         match frame {
-            Some(f) if f.reason.is_empty() => {
-                Error(format!("closed by the server (code {})", u16::from(f.code)))
-            }
-            Some(f) => Error(format!(
-                "closed by the server (code {}, \"{}\")",
-                u16::from(f.code),
-                f.reason
-            )),
+            Some(f) => Self::closed_by(Some(u16::from(f.code)), &f.reason),
+            None => Self::closed_by(None, ""),
+        }
+    }
+
+    /// The server closed the connection with a close frame carrying this status code (if any)
+    /// and reason.
+    pub(crate) fn closed_by(code: Option<u16>, reason: &str) -> Self {
+        match code {
+            Some(c) if reason.is_empty() => Error(format!("closed by the server (code {c})")),
+            Some(c) => Error(format!("closed by the server (code {c}, \"{reason}\")")),
             None => Error("closed by the server".into()),
         }
     }

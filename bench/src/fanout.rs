@@ -18,14 +18,14 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use tokio::{
     sync::{mpsc, watch, Semaphore},
     time::{sleep_until, Instant},
 };
 
 use crate::{
-    adapters::{self, dispatch, next, next_ready, send_replies, Adapter, AdapterOpts, Event},
+    adapters::{self, dispatch, next, next_ready, send_replies, Adapter, AdapterOpts, Conn, Event},
     control::{join_all, wait_ready, ErrorTally, Pacer, Slot},
     error::{Error, Result},
     net::{Endpoint, Ws},
@@ -33,11 +33,11 @@ use crate::{
     progress::Progress,
     report::{Report, Rss},
     stats::{record_latency, Accounting, SeqTracker},
-    sys, Endpoints, FanoutArgs, Outcome,
+    sys,
+    wire::RawWs,
+    Endpoints, FanoutArgs, Outcome,
 };
 
-/// Deliveries handled in one go before the task checks for the stop signal again.
-const READ_BATCH: usize = 64;
 /// Publishes written before a flush.
 const WRITE_BATCH: usize = 256;
 /// Memory the loss bitsets may take before accounting falls back to in-order counting.
@@ -208,7 +208,13 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         Err(e) => return Outcome::failed(e),
     };
 
-    // Publish, and watch the deliveries.
+    // Publish, and watch the deliveries. The server's CPU time is sampled now (it is idle: the
+    // first publish is about to leave) and once the deliveries are over.
+    let cpu = |pid: Option<u32>| pid.map(sys::cpu_ns).transpose();
+    let cpu_start = match cpu(c.server_pid) {
+        Ok(t) => t,
+        Err(e) => return Outcome::failed(e),
+    };
     let _ = go_tx.send(true);
     let expected_each = args.publishers as u64 * args.messages;
     let expected = expected_each * args.subscribers as u64;
@@ -250,6 +256,10 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         }
     }
     progress.clear();
+    let cpu_end = match cpu(c.server_pid) {
+        Ok(t) => t,
+        Err(e) => return Outcome::failed(e),
+    };
     let rss_end = match rss(c.server_pid) {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
@@ -325,6 +335,12 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         report.rss_per_conn_kib = r.per_connection(held);
         report.server_rss_kib = Some(r);
     }
+    if let (Some(start), Some(end)) = (cpu_start, cpu_end) {
+        let used_ns = end.saturating_sub(start);
+        report.server_cpu_s = Some(round3(used_ns as f64 / 1e9));
+        report.server_ns_per_delivery =
+            (delivered > 0).then(|| (used_ns as f64 / delivered as f64 * 10.0).round() / 10.0);
+    }
     let failure = if report.timed_out {
         Some(Error(format!(
             "timed out after {} s: {delivered} of {expected} messages delivered",
@@ -345,12 +361,12 @@ fn round3(x: f64) -> f64 {
 
 /// Connects (bounded by the handshake semaphore), says hello, subscribes to `room` when asked;
 /// a subscriber connects to `--url`, a publisher to `--publish-url`.
-async fn setup<A: Adapter>(
+async fn setup<C: Conn, A: Adapter>(
     shared: &Shared,
     index: usize,
     room: usize,
     subscribe: bool,
-) -> Result<(Ws, A)> {
+) -> Result<(C, A)> {
     let _permit = shared
         .handshakes
         .acquire()
@@ -362,15 +378,17 @@ async fn setup<A: Adapter>(
     } else {
         &shared.publish_ep
     };
-    let (mut ws, mut a) = adapters::open::<A>(ep, &shared.opts, index, url_room).await?;
+    let (mut c, mut a) = adapters::open::<C, A>(ep, &shared.opts, index, url_room).await?;
     if subscribe {
-        adapters::subscribe(&mut ws, &mut a, room)
+        adapters::subscribe(&mut c, &mut a, room)
             .await
             .map_err(|e| e.context(format!("connection {index}: subscribe to room-{room}")))?;
     }
-    Ok((ws, a))
+    Ok((c, a))
 }
 
+/// A subscriber: on its own frame reader ([`RawWs`]) from the handshake on, so that a delivery
+/// costs a header parse and the payload scan, with no copy or allocation.
 async fn subscriber<A: Adapter>(
     shared: Arc<Shared>,
     index: usize,
@@ -380,7 +398,7 @@ async fn subscriber<A: Adapter>(
     mut stop: watch::Receiver<bool>,
 ) -> SubOutcome {
     let mut tracker = SeqTracker::new(shared.publishers, shared.messages, shared.accounting);
-    let (mut ws, mut a) = match setup::<A>(&shared, index, room, true).await {
+    let (mut raw, mut a) = match setup::<RawWs, A>(&shared, index, room, true).await {
         Ok(c) => c,
         Err(e) => {
             slot.done.store(true, Relaxed);
@@ -403,47 +421,26 @@ async fn subscriber<A: Adapter>(
     // One wait for the stop signal for the whole loop: registered once, not once per wakeup.
     let stopped = stop.changed();
     tokio::pin!(stopped);
+    // When the bytes being handled arrived: the end of the read that brought them. Every
+    // message a read completes arrived at once; stamping each as the loop reaches it would
+    // add the bench's own work on the ones before it (and a clock read per delivery).
+    let mut now = now_ns();
     let error = loop {
-        let first = tokio::select! {
-            biased;
-            m = ws.next() => m,
-            _ = &mut stopped => break None,
-        };
-        let mut msg = match first {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => break Some(Error::from(e)),
-            None => break Some(Error::from("connection closed by the server")),
-        };
-        // Handle what is already buffered before going back to the select.
-        let mut handled = 0;
-        let res = loop {
-            let now = now_ns();
-            let r = dispatch(&mut a, msg, &mut |ev| {
-                if let Event::Delivery(bytes) = ev {
-                    seen += 1;
-                    last_ns = now;
-                    match scanner.scan(bytes) {
-                        Some(st) => {
-                            record_latency(now.saturating_sub(st.t));
-                            tracker.record(st.p, st.s);
-                        }
-                        None => unrecognised += 1,
+        // Messages already buffered (read with the subscription's ack) first, then a read: as
+        // much as the buffer takes, every complete message in it handled before the next.
+        let res = adapters::dispatch_buffered(&mut raw, &mut a, &mut |ev| {
+            if let Event::Delivery(bytes) = ev {
+                seen += 1;
+                last_ns = now;
+                match scanner.scan(bytes) {
+                    Some(st) => {
+                        record_latency(now.saturating_sub(st.t));
+                        tracker.record(st.p, st.s);
                     }
+                    None => unrecognised += 1,
                 }
-            });
-            if let Err(e) = r {
-                break Err(e);
             }
-            handled += 1;
-            if handled == READ_BATCH {
-                break Ok(());
-            }
-            match next_ready(&mut ws) {
-                Ok(Some(m)) => msg = m,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
+        });
         slot.count.store(seen, Relaxed);
         if !complete && tracker.complete() {
             complete = true;
@@ -452,17 +449,25 @@ async fn subscriber<A: Adapter>(
         if let Err(e) = res {
             break Some(e);
         }
-        if let Err(e) = send_replies(&mut ws, &mut a).await {
+        if let Err(e) = adapters::send_replies(&mut raw, &mut a).await {
             break Some(e);
         }
         if shared.stopping.load(Relaxed) {
             break None;
         }
+        let read = tokio::select! {
+            biased;
+            r = raw.fill() => r,
+            _ = &mut stopped => break None,
+        };
+        if let Err(e) = read {
+            break Some(e);
+        }
+        now = now_ns();
     };
     slot.done.store(true, Relaxed);
-    if error.is_none() {
-        adapters::close(ws).await;
-    }
+    // A close frame (or the answer to the server's, queued with the error), best effort.
+    raw.close().await;
     SubOutcome {
         tracker,
         unrecognised,
@@ -483,7 +488,7 @@ async fn publisher<A: Adapter>(
     mut stop: watch::Receiver<bool>,
 ) -> PubOutcome {
     let room0 = rooms.first().copied().unwrap_or(0);
-    let (mut ws, mut a) = match setup::<A>(&shared, index, room0, false).await {
+    let (mut ws, mut a) = match setup::<Ws, A>(&shared, index, room0, false).await {
         Ok(c) => c,
         Err(e) => {
             slot.done.store(true, Relaxed);

@@ -4,7 +4,8 @@
 //! and measure what it delivers: throughput, latency, loss, duplication, memory per connection.
 //!
 //! Layout: [`fanout`] and [`connect`] are the scenarios; [`adapters`] speak each target's
-//! protocol; [`net`] opens the sockets (loopback only, spread over source addresses);
+//! protocol; [`net`] opens the sockets (loopback only, spread over source addresses) and does
+//! the handshakes; [`wire`] is the subscribers' own frame reader, cheaper than tungstenite's;
 //! [`payload`] stamps and recognises messages; [`stats`] holds the latency histogram and the
 //! loss/duplicate accounting; [`report`] prints the result; [`control`], [`progress`] and
 //! [`sys`] are the plumbing.
@@ -23,6 +24,7 @@ mod progress;
 mod report;
 mod stats;
 mod sys;
+mod wire;
 
 use std::{process::ExitCode, time::Duration};
 

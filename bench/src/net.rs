@@ -4,17 +4,32 @@
 //! can be spread over several loopback source addresses (`--source-ips K`: 127.0.0.1 …
 //! 127.0.0.K, round-robin by connection index), each of which has its own ephemeral port range,
 //! so one machine can open more connections than one address's ~28,000 ports allow.
+//!
+//! tokio-tungstenite does every handshake. Publishers and the `connect` scenario keep its
+//! WebSocket stream ([`Ws`]); subscribers take the TCP stream back right after the handshake
+//! ([`Endpoint::connect_raw`]) and read frames with [`crate::wire`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs},
+    pin::Pin,
+    task::{Context, Poll},
+};
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpSocket, TcpStream},
+};
 use tokio_tungstenite::{
     client_async_with_config,
     tungstenite::{http::Uri, protocol::WebSocketConfig},
     WebSocketStream,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    wire::RawWs,
+};
 
 /// A client connection.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -108,6 +123,44 @@ impl Endpoint {
     /// Opens connection `index` (TCP from its source address, then the WebSocket handshake on
     /// `url`).
     pub(crate) async fn connect(&self, index: usize, url: &str) -> Result<Ws> {
+        let (stream, from) = self.tcp_for(index).await?;
+        let (ws, _response) = client_async_with_config(url, stream, Some(config()))
+            .await
+            .map_err(|e| Error::from(e).context(format!("connection {index} to {url}{from}")))?;
+        Ok(ws)
+    }
+
+    /// Opens connection `index` like [`Endpoint::connect`], then takes the TCP stream back from
+    /// tungstenite for the subscribers' own frame reader, with whatever the handshake read past
+    /// the HTTP response (the server's first frames, if they came in the same segment).
+    pub(crate) async fn connect_raw(&self, index: usize, url: &str) -> Result<RawWs> {
+        let (mut stream, from) = self.tcp_for(index).await?;
+        let mut seen = Vec::new();
+        {
+            let tap = Tap {
+                inner: &mut stream,
+                seen: &mut seen,
+            };
+            // Only the handshake runs on `tap`: tungstenite keeps the bytes after the response
+            // head as the start of its frame buffer, and dropping it here loses them, so the
+            // copy in `seen` is where they are taken from.
+            let (ws, _response) = client_async_with_config(url, tap, Some(config()))
+                .await
+                .map_err(|e| {
+                    Error::from(e).context(format!("connection {index} to {url}{from}"))
+                })?;
+            drop(ws);
+        }
+        let head = head_len(&seen).ok_or_else(|| {
+            Error(format!(
+                "connection {index} to {url}{from}: no end of the HTTP response in what the handshake read"
+            ))
+        })?;
+        Ok(RawWs::new(stream, &seen[head..], index as u64))
+    }
+
+    /// A TCP connection for connection `index`, and ` from <source>` for messages.
+    async fn tcp_for(&self, index: usize) -> Result<(TcpStream, String)> {
         let source = self.source(index);
         let from = match source {
             Some(ip) => format!(" from {ip}"),
@@ -117,11 +170,7 @@ impl Endpoint {
             .tcp(source)
             .await
             .map_err(|e| e.context(format!("connection {index} to {}{from}", self.addr)))?;
-        let config = WebSocketConfig::default();
-        let (ws, _response) = client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(|e| Error::from(e).context(format!("connection {index} to {url}{from}")))?;
-        Ok(ws)
+        Ok((stream, from))
     }
 
     async fn tcp(&self, source: Option<IpAddr>) -> Result<TcpStream> {
@@ -138,6 +187,60 @@ impl Endpoint {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+}
+
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+}
+
+/// A stream that keeps a copy of every byte read through it (the handshake's).
+struct Tap<'a> {
+    inner: &'a mut TcpStream,
+    seen: &'a mut Vec<u8>,
+}
+
+impl AsyncRead for Tap<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.seen.extend_from_slice(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tap<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().inner).poll_write(cx, b)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The length of the HTTP response head at the start of `b`, through the empty line that ends
+/// it (lines ending in CRLF or a bare LF, as httparse reads them); `None` if it is not all there.
+fn head_len(b: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while let Some(n) = memchr::memchr(b'\n', &b[pos..]) {
+        let line = &b[pos..pos + n];
+        pos += n + 1;
+        if line.is_empty() || line == b"\r" {
+            return Some(pos);
+        }
+    }
+    None
 }
 
 /// The loopback address to connect to for `host`, or why it is refused.
@@ -256,5 +359,84 @@ mod tests {
         assert_eq!(ips, want);
         assert!(Endpoint::parse("--url", "ws://[::1]:80", 2).is_err());
         assert!(Endpoint::parse("--url", "ws://127.0.0.1:80", 0).is_err());
+    }
+
+    #[test]
+    fn response_head_length() {
+        assert_eq!(head_len(b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n"), Some(25));
+        assert_eq!(head_len(b"HTTP/1.1 101 OK\r\n\r\n\x81\x00"), Some(19));
+        assert_eq!(head_len(b"HTTP/1.1 101 OK\nA: b\n\nrest"), Some(22));
+        assert_eq!(head_len(b"HTTP/1.1 101 OK\r\nA: b\r\n"), None);
+        assert_eq!(head_len(b""), None);
+    }
+
+    /// The server's first frames in the same write as the 101 response: tungstenite reads them
+    /// with the response, and the raw connection must still see them.
+    #[tokio::test]
+    async fn frames_read_with_the_handshake_are_kept() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+        use crate::wire::{Kind, Step};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while head_len(&req).is_none() {
+                let n = s.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "request ended early");
+                req.extend_from_slice(&chunk[..n]);
+            }
+            let req = String::from_utf8(req).expect("ascii");
+            let key = req
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .expect("a key")
+                .trim();
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            )
+            .into_bytes();
+            out.extend_from_slice(b"\x81\x05hello\x89\x02hb\x82\x03");
+            s.write_all(&out).await.expect("write");
+            // The rest of the last frame later.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            s.write_all(b"abc").await.expect("write");
+            // The pong comes back masked.
+            let mut pong = [0u8; 8];
+            s.read_exact(&mut pong).await.expect("pong");
+            assert_eq!(pong[..2], [0x8A, 0x82]);
+            let key = &pong[2..6];
+            assert_eq!([pong[6] ^ key[0], pong[7] ^ key[1]], *b"hb");
+        });
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        let ep = Endpoint::parse("--url", &url, 1).expect("ok");
+        let mut ws = ep.connect_raw(0, &url).await.expect("handshake");
+        // One write of a few hundred bytes on loopback arrives whole: the handshake's read took
+        // the frames too (this is the case under test).
+        assert_eq!(ws.reader.buffered(), 13);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match ws.next_data().expect("frames") {
+                Step::Data(k, p) => got.push((k, p.to_vec())),
+                Step::Control => {}
+                Step::Empty => ws.fill().await.expect("read"),
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Text, b"hello".to_vec()),
+                (Kind::Binary, b"abc".to_vec())
+            ]
+        );
+        ws.flush().await.expect("pong");
+        server.await.expect("server");
     }
 }

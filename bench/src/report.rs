@@ -89,6 +89,12 @@ pub(crate) struct Report {
     pub(crate) server_rss_kib: Option<Rss>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rss_per_conn_kib: Option<f64>,
+    /// `fanout`: CPU time the server used from the first publish to the last delivery, in s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server_cpu_s: Option<f64>,
+    /// `server_cpu_s` / delivered, in ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) server_ns_per_delivery: Option<f64>,
     pub(crate) timed_out: bool,
     /// The first few distinct errors seen after connections were up.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -130,6 +136,8 @@ impl Report {
             disconnected: 0,
             server_rss_kib: None,
             rss_per_conn_kib: None,
+            server_cpu_s: None,
+            server_ns_per_delivery: None,
             timed_out: false,
             errors: Vec::new(),
         }
@@ -224,6 +232,13 @@ impl Report {
         if let Some(r) = self.rss_per_conn_kib {
             rows.push(("RSS per connection", format!("{r:.2} KiB")));
         }
+        if let Some(cpu) = self.server_cpu_s {
+            let per = match self.server_ns_per_delivery {
+                Some(ns) => format!(", {ns:.1} ns per delivery"),
+                None => String::new(),
+            };
+            rows.push(("server CPU", format!("{cpu:.3} s{per}")));
+        }
         if self.timed_out {
             rows.push(("timed out", "yes".to_owned()));
         }
@@ -298,6 +313,7 @@ mod tests {
         assert!(v.get("latency_us").is_none());
         assert!(v.get("errors").is_none());
         assert!(v.get("publish_url").is_none());
+        assert!(v.get("server_cpu_s").is_none());
         assert!(r.table().contains("handshakes"));
     }
 
@@ -318,7 +334,14 @@ mod tests {
         });
         r.loss_accounting = Some(Accounting::InOrder);
         r.publish_url = Some("ws://127.0.0.1:8081/ws".to_owned());
+        r.server_cpu_s = Some(1.25);
+        r.server_ns_per_delivery = Some(250.0);
         let v: serde_json::Value = serde_json::from_str(&r.json()).expect("json");
+        assert_eq!(v["server_cpu_s"], 1.25);
+        assert_eq!(v["server_ns_per_delivery"], 250.0);
+        assert!(r.table().lines().any(
+            |l| l.starts_with("server CPU ") && l.ends_with(" 1.250 s, 250.0 ns per delivery")
+        ));
         assert_eq!(v["publish_url"], "ws://127.0.0.1:8081/ws");
         assert!(r
             .table()

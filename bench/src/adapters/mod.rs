@@ -1,9 +1,11 @@
 //! One adapter per target server: how to connect, subscribe, publish, and recognise a delivery.
 //!
 //! An adapter is a synchronous state machine over WebSocket messages (so it is unit-tested
-//! without a server): [`Adapter::on_frame`] turns each received message into [`Event`]s and queues
-//! whatever must be answered (pongs, the NATS `CONNECT`, the Socket.IO namespace connect), which
-//! the async helpers here send.
+//! without a server): [`Adapter::on_frame`] turns each received message's payload into
+//! [`Event`]s and queues whatever must be answered (pongs, the NATS `CONNECT`, the Socket.IO
+//! namespace connect), which the async helpers here send. The helpers work on either kind of
+//! connection ([`Conn`]): tungstenite's ([`Ws`]: publishers, `connect`) or the subscribers' own
+//! frame reader ([`RawWs`]), which hands payloads over as slices of its read buffer.
 
 pub(crate) mod nats;
 pub(crate) mod socketio;
@@ -11,12 +13,13 @@ pub(crate) mod switchboard;
 pub(crate) mod ws;
 
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{tungstenite::Message, WebSocketStream};
 
 use crate::{
     error::{Error, Result},
     net::{Endpoint, Ws},
     payload::Scanner,
+    wire::{op, Kind, RawWs, Step},
     PublishScope,
 };
 
@@ -75,14 +78,20 @@ pub(crate) trait Adapter: Sized + Send + 'static {
         None
     }
 
-    /// Handles a text or binary message from the server.
-    fn on_frame(&mut self, msg: Message, events: &mut impl FnMut(Event<'_>)) -> Result<()>;
+    /// Handles the payload of a text or binary message from the server (borrowed: the raw
+    /// reader's buffer, or tungstenite's message). Deliveries must not allocate.
+    fn on_frame(
+        &mut self,
+        kind: Kind,
+        payload: &[u8],
+        events: &mut impl FnMut(Event<'_>),
+    ) -> Result<()>;
 
     /// The next queued message to send back (pong, protocol greeting reply).
     fn take_reply(&mut self) -> Option<Message>;
 }
 
-/// Handles any message from the server: data messages go to the adapter, a close frame is an
+/// Handles any message from tungstenite: data messages go to the adapter, a close frame is an
 /// error, WebSocket pings are answered by tungstenite itself.
 #[inline]
 pub(crate) fn dispatch<A: Adapter>(
@@ -90,8 +99,9 @@ pub(crate) fn dispatch<A: Adapter>(
     msg: Message,
     events: &mut impl FnMut(Event<'_>),
 ) -> Result<()> {
-    match msg {
-        Message::Text(_) | Message::Binary(_) => a.on_frame(msg, events),
+    match &msg {
+        Message::Text(t) => a.on_frame(Kind::Text, t.as_bytes(), events),
+        Message::Binary(b) => a.on_frame(Kind::Binary, b, events),
         Message::Close(frame) => Err(Error::closed(frame.as_ref())),
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
     }
@@ -116,47 +126,168 @@ pub(crate) fn next_ready(ws: &mut Ws) -> Result<Option<Message>> {
     }
 }
 
-/// Sends the adapter's queued replies, if any.
-pub(crate) async fn send_replies<A: Adapter>(ws: &mut Ws, a: &mut A) -> Result<()> {
-    let mut any = false;
-    while let Some(m) = a.take_reply() {
-        ws.feed(m).await?;
-        any = true;
+/// Handles every complete message the raw connection has buffered (without waiting): data to
+/// the adapter, pings and closes as [`RawWs::next_data`] does. Replies are queued, not sent.
+#[inline]
+pub(crate) fn dispatch_buffered<A: Adapter>(
+    raw: &mut RawWs,
+    a: &mut A,
+    events: &mut impl FnMut(Event<'_>),
+) -> Result<()> {
+    loop {
+        match raw.next_data()? {
+            Step::Data(kind, payload) => a.on_frame(kind, payload, events)?,
+            Step::Control => {}
+            Step::Empty => return Ok(()),
+        }
     }
-    if any {
-        ws.flush().await?;
+}
+
+/// A client connection as the helpers below use it.
+pub(crate) trait Conn: Sized + Send {
+    /// Opens connection `index` to `url` (TCP and the WebSocket handshake).
+    async fn open_url(ep: &Endpoint, index: usize, url: &str) -> Result<Self>;
+
+    /// Sends one message.
+    async fn send_msg(&mut self, m: Message) -> Result<()>;
+
+    /// Waits for the next message and handles it (data to the adapter; control frames as the
+    /// connection does).
+    async fn recv<A: Adapter>(
+        &mut self,
+        a: &mut A,
+        events: &mut impl FnMut(Event<'_>),
+    ) -> Result<()>;
+
+    /// Sends the adapter's queued replies (and the connection's own, like pongs), if any.
+    async fn send_replies<A: Adapter>(&mut self, a: &mut A) -> Result<()>;
+
+    /// Closes politely, not waiting long for the server.
+    async fn close(self);
+}
+
+impl Conn for Ws {
+    async fn open_url(ep: &Endpoint, index: usize, url: &str) -> Result<Self> {
+        ep.connect(index, url).await
     }
+
+    async fn send_msg(&mut self, m: Message) -> Result<()> {
+        Ok(self.send(m).await?)
+    }
+
+    async fn recv<A: Adapter>(
+        &mut self,
+        a: &mut A,
+        events: &mut impl FnMut(Event<'_>),
+    ) -> Result<()> {
+        let msg = next(self).await?;
+        dispatch(a, msg, events)
+    }
+
+    async fn send_replies<A: Adapter>(&mut self, a: &mut A) -> Result<()> {
+        let mut any = false;
+        while let Some(m) = a.take_reply() {
+            self.feed(m).await?;
+            any = true;
+        }
+        if any {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) {
+        let closing = WebSocketStream::close(&mut self, None);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closing).await;
+    }
+}
+
+impl Conn for RawWs {
+    async fn open_url(ep: &Endpoint, index: usize, url: &str) -> Result<Self> {
+        ep.connect_raw(index, url).await
+    }
+
+    async fn send_msg(&mut self, m: Message) -> Result<()> {
+        queue(self, m)?;
+        self.flush().await
+    }
+
+    async fn recv<A: Adapter>(
+        &mut self,
+        a: &mut A,
+        events: &mut impl FnMut(Event<'_>),
+    ) -> Result<()> {
+        loop {
+            match self.next_data()? {
+                Step::Data(kind, payload) => return a.on_frame(kind, payload, events),
+                Step::Control => return Ok(()),
+                Step::Empty => self.fill().await?,
+            }
+        }
+    }
+
+    async fn send_replies<A: Adapter>(&mut self, a: &mut A) -> Result<()> {
+        while let Some(m) = a.take_reply() {
+            queue(self, m)?;
+        }
+        self.flush().await
+    }
+
+    async fn close(self) {
+        RawWs::close(self).await;
+    }
+}
+
+/// Queues `m` on the raw connection's writer.
+fn queue(raw: &mut RawWs, m: Message) -> Result<()> {
+    let (opcode, payload): (u8, &[u8]) = match &m {
+        Message::Text(t) => (op::TEXT, t.as_bytes()),
+        Message::Binary(b) => (op::BINARY, b),
+        Message::Ping(p) => (op::PING, p),
+        Message::Pong(p) => (op::PONG, p),
+        Message::Close(_) | Message::Frame(_) => {
+            return Err("the raw connection sends no close or raw frame messages".into())
+        }
+    };
+    raw.writer.frame(opcode, payload);
     Ok(())
 }
 
+/// Sends the adapter's queued replies, if any.
+pub(crate) async fn send_replies<C: Conn, A: Adapter>(c: &mut C, a: &mut A) -> Result<()> {
+    c.send_replies(a).await
+}
+
 /// Reads until the adapter is ready (the server's greeting, answered).
-pub(crate) async fn hello<A: Adapter>(ws: &mut Ws, a: &mut A) -> Result<()> {
+pub(crate) async fn hello<C: Conn, A: Adapter>(c: &mut C, a: &mut A) -> Result<()> {
     while !a.ready() {
-        let msg = next(ws).await?;
-        dispatch(a, msg, &mut |_| {})?;
-        send_replies(ws, a).await?;
+        c.recv(a, &mut |_| {}).await?;
+        c.send_replies(a).await?;
     }
     Ok(())
 }
 
 /// Subscribes to `room` and waits for the confirmation.
-pub(crate) async fn subscribe<A: Adapter>(ws: &mut Ws, a: &mut A, room: usize) -> Result<()> {
+pub(crate) async fn subscribe<C: Conn, A: Adapter>(
+    c: &mut C,
+    a: &mut A,
+    room: usize,
+) -> Result<()> {
     match a.subscribe(room) {
         Some(m) => {
-            ws.send(m).await?;
-            wait_ack(ws, a).await
+            c.send_msg(m).await?;
+            wait_ack(c, a).await
         }
         None => Ok(()),
     }
 }
 
 /// Reads until one [`Event::Ack`].
-pub(crate) async fn wait_ack<A: Adapter>(ws: &mut Ws, a: &mut A) -> Result<()> {
+pub(crate) async fn wait_ack<C: Conn, A: Adapter>(c: &mut C, a: &mut A) -> Result<()> {
     loop {
-        let msg = next(ws).await?;
         let mut acked = false;
-        dispatch(a, msg, &mut |e| acked |= e == Event::Ack)?;
-        send_replies(ws, a).await?;
+        c.recv(a, &mut |e| acked |= e == Event::Ack).await?;
+        c.send_replies(a).await?;
         if acked {
             return Ok(());
         }
@@ -165,24 +296,24 @@ pub(crate) async fn wait_ack<A: Adapter>(ws: &mut Ws, a: &mut A) -> Result<()> {
 
 /// Connects connection `index` (bound to `room` where the target has a URL per room) and waits
 /// for the server's greeting.
-pub(crate) async fn open<A: Adapter>(
+pub(crate) async fn open<C: Conn, A: Adapter>(
     ep: &Endpoint,
     opts: &AdapterOpts,
     index: usize,
     room: Option<usize>,
-) -> Result<(Ws, A)> {
+) -> Result<(C, A)> {
     let url = A::url(ep, room);
-    let mut ws = ep.connect(index, &url).await?;
+    let mut c = C::open_url(ep, index, &url).await?;
     let mut a = A::new(opts);
-    hello(&mut ws, &mut a)
+    hello(&mut c, &mut a)
         .await
         .map_err(|e| e.context(format!("connection {index} to {url}: greeting")))?;
-    Ok((ws, a))
+    Ok((c, a))
 }
 
 /// Closes a connection politely, not waiting long for the server.
-pub(crate) async fn close(mut ws: Ws) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+pub(crate) async fn close<C: Conn>(c: C) {
+    c.close().await;
 }
 
 #[cfg(test)]

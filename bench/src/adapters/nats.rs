@@ -13,6 +13,7 @@ use crate::{
     error::{Error, Result},
     net::Endpoint,
     payload::Scanner,
+    wire::Kind,
 };
 
 /// What the client says after the server's `INFO`.
@@ -73,17 +74,17 @@ impl Adapter for Nats {
         Some(Message::Binary(b"PING\r\n".to_vec()))
     }
 
-    fn on_frame(&mut self, msg: Message, events: &mut impl FnMut(Event<'_>)) -> Result<()> {
-        let bytes = match msg {
-            Message::Binary(b) => b,
-            Message::Text(t) => t.into_bytes(),
-            _ => return Ok(()),
-        };
+    fn on_frame(
+        &mut self,
+        _kind: Kind,
+        bytes: &[u8],
+        events: &mut impl FnMut(Event<'_>),
+    ) -> Result<()> {
         if self.buf.is_empty() {
-            let used = parse(&mut self.state, &bytes, events)?;
+            let used = parse(&mut self.state, bytes, events)?;
             self.buf.extend_from_slice(&bytes[used..]);
         } else {
-            self.buf.extend_from_slice(&bytes);
+            self.buf.extend_from_slice(bytes);
             let used = parse(&mut self.state, &self.buf, events)?;
             self.buf.drain(..used);
         }

@@ -19,6 +19,7 @@ use crate::{
     error::{Error, Result},
     net::Endpoint,
     payload::{push_escaped, Scanner},
+    wire::Kind,
 };
 
 /// A Socket.IO client.
@@ -78,18 +79,19 @@ impl Adapter for SocketIo {
         )
     }
 
-    fn on_frame(&mut self, msg: Message, events: &mut impl FnMut(Event<'_>)) -> Result<()> {
-        let Message::Text(text) = msg else {
+    fn on_frame(&mut self, kind: Kind, b: &[u8], events: &mut impl FnMut(Event<'_>)) -> Result<()> {
+        if kind == Kind::Binary {
             // Binary attachments are not part of this bench.
             return Ok(());
-        };
-        let b = text.as_bytes();
+        }
         match b.first() {
-            Some(b'4') => self.socket_packet(&text, events),
+            Some(b'4') => self.socket_packet(b, events),
             Some(b'2') => {
                 // Ping (with whatever payload it carries) → pong with the same payload.
-                self.replies
-                    .push_back(Message::Text(format!("3{}", &text[1..])));
+                let mut pong = String::with_capacity(b.len());
+                pong.push('3');
+                pong.push_str(&String::from_utf8_lossy(&b[1..]));
+                self.replies.push_back(Message::Text(pong));
                 Ok(())
             }
             Some(b'0') => {
@@ -111,8 +113,7 @@ impl Adapter for SocketIo {
 
 impl SocketIo {
     /// An Engine.IO `4` message: a Socket.IO packet.
-    fn socket_packet(&mut self, text: &str, events: &mut impl FnMut(Event<'_>)) -> Result<()> {
-        let b = text.as_bytes();
+    fn socket_packet(&mut self, b: &[u8], events: &mut impl FnMut(Event<'_>)) -> Result<()> {
         match b.get(1) {
             Some(b'2') if b.starts_with(br#"42["message","#) => events(Event::Delivery(b)),
             Some(b'3') => events(Event::Ack),
@@ -120,7 +121,7 @@ impl SocketIo {
             Some(b'4') => {
                 return Err(Error(format!(
                     "Socket.IO: connection refused: {}",
-                    &text[2..]
+                    String::from_utf8_lossy(&b[2..])
                 )))
             }
             Some(b'1') => return Err("Socket.IO: the server disconnected the socket".into()),

@@ -11,6 +11,7 @@ use crate::{
     error::{Error, Result},
     net::Endpoint,
     payload::Scanner,
+    wire::Kind,
     PublishScope,
 };
 
@@ -75,11 +76,10 @@ impl Adapter for Switchboard {
         )
     }
 
-    fn on_frame(&mut self, msg: Message, events: &mut impl FnMut(Event<'_>)) -> Result<()> {
-        let Message::Text(text) = msg else {
+    fn on_frame(&mut self, kind: Kind, b: &[u8], events: &mut impl FnMut(Event<'_>)) -> Result<()> {
+        if kind == Kind::Binary {
             return Err("the hub sent a binary message".into());
-        };
-        let b = text.as_bytes();
+        }
         if b.starts_with(br#"{"op":"message""#) {
             events(Event::Delivery(b));
         } else if b.starts_with(br#"{"op":"ack""#) {
@@ -87,7 +87,7 @@ impl Adapter for Switchboard {
         } else if b.starts_with(br#"{"op":"welcome""#) {
             self.ready = true;
         } else {
-            self.other(&text, events)?;
+            self.other(b, events)?;
         }
         Ok(())
     }
@@ -105,11 +105,15 @@ impl Switchboard {
     }
 
     /// A frame that does not start with a known `op`: parsed as JSON.
-    fn other(&mut self, text: &str, events: &mut impl FnMut(Event<'_>)) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error(format!("the hub sent invalid JSON ({e}): {text}")))?;
+    fn other(&mut self, b: &[u8], events: &mut impl FnMut(Event<'_>)) -> Result<()> {
+        let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| {
+            Error(format!(
+                "the hub sent invalid JSON ({e}): {}",
+                String::from_utf8_lossy(b)
+            ))
+        })?;
         match v.get("op").and_then(|op| op.as_str()) {
-            Some("message") => events(Event::Delivery(text.as_bytes())),
+            Some("message") => events(Event::Delivery(b)),
             Some("ack") => events(Event::Ack),
             Some("welcome") => self.ready = true,
             Some("error") => {

@@ -5,7 +5,7 @@
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Adapter, AdapterOpts, Event};
-use crate::{error::Result, net::Endpoint, payload::Scanner};
+use crate::{error::Result, net::Endpoint, payload::Scanner, wire::Kind};
 
 /// A client of the plain broadcast server.
 #[derive(Debug, Default)]
@@ -41,12 +41,13 @@ impl Adapter for PlainWs {
         Message::Text(String::from_utf8_lossy(payload).into_owned())
     }
 
-    fn on_frame(&mut self, msg: Message, events: &mut impl FnMut(Event<'_>)) -> Result<()> {
-        match &msg {
-            Message::Text(t) => events(Event::Delivery(t.as_bytes())),
-            Message::Binary(b) => events(Event::Delivery(b)),
-            _ => {}
-        }
+    fn on_frame(
+        &mut self,
+        _kind: Kind,
+        payload: &[u8],
+        events: &mut impl FnMut(Event<'_>),
+    ) -> Result<()> {
+        events(Event::Delivery(payload));
         Ok(())
     }
 

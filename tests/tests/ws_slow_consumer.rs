@@ -156,3 +156,35 @@ async fn a_full_room_queue_makes_the_publisher_wait_and_loses_nothing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_session_whose_socket_is_full_is_dropped_after_the_grace_period() {
+    // Outbox bounds far above what is sent, so the member is never evicted: its socket fills,
+    // the rest waits in its outbox, and then it goes silent and times out. Its close frame can
+    // never be written; the connection must still go.
+    let hub = TestHub::builder()
+        .set("heartbeat", 0.3)
+        .set("outbox_capacity", 1_000_000)
+        .set("outbox_max_bytes", 256 << 20)
+        .start();
+    let mut stalled = RawClient::connect_with_rcvbuf(&hub, Some(4096)).await;
+    let stalled_port = stalled.stream.local_addr().unwrap().port();
+    stalled
+        .send_text(r#"{"op":"subscribe","room":"feed","id":1}"#)
+        .await;
+    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+    let mut publisher = Client::connect(&hub).await;
+    publish_all(&mut publisher, "feed", 20_000, 64, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.has_connection_from(stalled_port) {
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out connection is still open"
+        );
+        assert_eq!(
+            publisher.request(json!({"op":"ping","id":2})).await,
+            json!({"op":"pong","id":2})
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -441,9 +441,9 @@ impl<B> Writer<B> {
             out.bytes = out.frames.front().map_or(0, |f| f.len()) - out.front_written;
             out.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
         }
-        // Dropping the context stops the actor, which leaves its rooms.
+        // Dropping the context stops the actor, which leaves its rooms; the grace period for
+        // the close frame starts when `poll` sees the session gone.
         self.body = None;
-        self.deadline = Some(Box::pin(sleep(self.grace)));
     }
 
     /// Writes as much of the queue as the socket takes. `Ready(Err)` when the socket failed.
@@ -523,6 +523,11 @@ where
                 Poll::Ready(Some(Err(_)) | None) => this.body = None,
                 Poll::Pending => break,
             }
+        }
+        if this.body.is_none() && this.deadline.is_none() {
+            // The session has ended (closed by either side, or timed out): its last frames get
+            // the grace period to leave, then the connection goes, read or not.
+            this.deadline = Some(Box::pin(sleep(this.grace)));
         }
         match this.poll_flush(cx) {
             Poll::Ready(Err(_)) => Poll::Ready(Outcome::Dropped),

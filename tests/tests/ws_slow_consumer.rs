@@ -117,19 +117,7 @@ async fn a_member_that_never_reads_again_is_dropped() {
     let mut publisher = Client::connect(&hub).await;
     publish_all(&mut publisher, "feed", 5_000, 64, &[]).await;
     assert!(hub.has_connection_from(stalled_port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while hub.has_connection_from(stalled_port) {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled connection is still open"
-        );
-        // Pinging keeps the publisher's own session alive meanwhile.
-        assert_eq!(
-            publisher.request(json!({"op":"ping","id":2})).await,
-            json!({"op":"pong","id":2})
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_dropped(&hub, stalled_port, &mut publisher).await;
     assert_eq!(
         publisher.request(json!({"op":"ping","id":3})).await,
         json!({"op":"pong","id":3})
@@ -175,14 +163,20 @@ async fn a_timed_out_session_whose_socket_is_full_is_dropped_after_the_grace_per
     assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
     let mut publisher = Client::connect(&hub).await;
     publish_all(&mut publisher, "feed", 20_000, 64, &[]).await;
+    wait_until_dropped(&hub, stalled_port, &mut publisher).await;
+}
+
+/// Waits (10 s at most) until the hub holds no connection from `port`; pinging meanwhile keeps
+/// `other`'s own session alive and proves it unaffected.
+async fn wait_until_dropped(hub: &TestHub, port: u16, other: &mut Client) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while hub.has_connection_from(stalled_port) {
+    while hub.has_connection_from(port) {
         assert!(
             Instant::now() < deadline,
-            "the timed-out connection is still open"
+            "the connection from port {port} is still open"
         );
         assert_eq!(
-            publisher.request(json!({"op":"ping","id":2})).await,
+            other.request(json!({"op":"ping","id":2})).await,
             json!({"op":"pong","id":2})
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

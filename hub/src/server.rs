@@ -81,6 +81,7 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
             // Called once per worker, on that worker's thread.
             let index = next_worker.fetch_add(1, Ordering::Relaxed) % workers;
             let rooms = Rc::new(WorkerRooms::new(index, node.clone()));
+            WorkerRooms::start_heartbeat(&rooms);
             let upgrade_node = node.clone();
             // Upgrade requests (`Connection: upgrade`) leave HTTP here: the session transport
             // takes the socket (see `session/transport.rs`).

@@ -1,4 +1,4 @@
-//! [`WorkerRooms`]: the rooms of one worker thread.
+//! [`WorkerRooms`]: the rooms and the heartbeat of one worker thread.
 //!
 //! Each actix worker builds one at start-up. Sessions on the worker join and leave rooms through
 //! it synchronously; it starts a [`Room`] actor when a room gets its first member on this worker
@@ -8,7 +8,9 @@
 use std::{
     cell::RefCell,
     collections::{hash_map::Entry, HashMap},
+    rc::Rc,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use actix::Addr;
@@ -17,15 +19,18 @@ use crate::{
     node::Node,
     room::{Members, Room},
     session::SharedOutbox,
+    stats::Stats,
     RoomName, SessionId,
 };
 
-/// The rooms with members on one worker.
+/// The rooms with members on one worker, and its sessions' heartbeat.
 #[derive(Debug)]
 pub(crate) struct WorkerRooms {
     index: usize,
     node: Arc<Node>,
     rooms: RefCell<HashMap<RoomName, LocalRoom>>,
+    /// Every session on this worker, for the heartbeat: one timer per worker, not per session.
+    sessions: RefCell<HashMap<SessionId, SharedOutbox>>,
 }
 
 #[derive(Debug)]
@@ -40,7 +45,58 @@ impl WorkerRooms {
             index,
             node,
             rooms: RefCell::default(),
+            sessions: RefCell::default(),
         }
+    }
+
+    /// Starts this worker's heartbeat: every half `heartbeat`, sessions silent for more than two
+    /// heartbeats are timed out, and every other tick each session is pinged. Stops when the
+    /// worker's state is dropped.
+    pub(crate) fn start_heartbeat(this: &Rc<WorkerRooms>) {
+        let interval = this.node.config.heartbeat;
+        let worker = Rc::downgrade(this);
+        actix_rt::spawn(async move {
+            let mut ticks = tokio::time::interval(interval / 2);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            let mut ping = false;
+            loop {
+                ticks.tick().await;
+                let Some(worker) = worker.upgrade() else {
+                    return;
+                };
+                ping = !ping;
+                worker.heartbeat(interval, ping);
+            }
+        });
+    }
+
+    fn heartbeat(&self, interval: Duration, ping: bool) {
+        let now = Instant::now();
+        let mut timed_out = 0;
+        for out in self.sessions.borrow().values() {
+            let mut out = out.borrow_mut();
+            if now.saturating_duration_since(out.last_heard) > interval * 2 {
+                if out.time_out() {
+                    timed_out += 1;
+                }
+            } else if ping {
+                out.ping();
+            }
+        }
+        if timed_out > 0 {
+            Stats::add(&self.node.stats.heartbeat_timeouts, timed_out);
+        }
+    }
+
+    /// Puts a session under this worker's heartbeat.
+    pub(crate) fn watch(&self, id: SessionId, out: SharedOutbox) {
+        self.sessions.borrow_mut().insert(id, out);
+    }
+
+    /// Takes a session off the heartbeat.
+    pub(crate) fn unwatch(&self, id: SessionId) {
+        self.sessions.borrow_mut().remove(&id);
     }
 
     /// The worker's index, shown to clients in `welcome`.

@@ -12,12 +12,7 @@ mod outbox;
 mod reassembly;
 mod transport;
 
-use std::{
-    collections::HashSet,
-    rc::Rc,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, rc::Rc, sync::Arc, time::Instant};
 
 use actix::prelude::SendError;
 use actix::{
@@ -55,7 +50,6 @@ pub(crate) struct WsSession {
     node: Arc<Node>,
     worker: Rc<WorkerRooms>,
     subscriptions: HashSet<RoomName>,
-    last_heard: Instant,
     fragments: Option<Reassembly>,
     closing: bool,
     /// Everything this session sends, in order, waiting for the socket.
@@ -78,7 +72,6 @@ impl WsSession {
             node,
             worker,
             subscriptions: HashSet::new(),
-            last_heard: Instant::now(),
             fragments: None,
             closing: false,
             out,
@@ -101,8 +94,8 @@ impl Actor for WsSession {
             heartbeat_secs: self.node.config.heartbeat.as_secs_f64(),
         });
         self.send(&welcome);
-        let heartbeat = self.node.config.heartbeat;
-        ctx.run_interval(heartbeat, move |act, ctx| act.heartbeat(heartbeat, ctx));
+        // Pings and the silence check come from the worker's one heartbeat timer.
+        self.worker.watch(self.id, self.out.clone());
         tracing::debug!(session = %self.label, worker = self.worker.index(), "session opened");
     }
 
@@ -113,6 +106,7 @@ impl Actor for WsSession {
 
     fn stopped(&mut self, _: &mut WsContext) {
         self.leave_all();
+        self.worker.unwatch(self.id);
         self.node.sessions.remove(&self.id);
         Stats::add(&self.node.stats.sessions_closed, 1);
         tracing::debug!(session = %self.label, "session closed");
@@ -120,20 +114,6 @@ impl Actor for WsSession {
 }
 
 impl WsSession {
-    fn heartbeat(&mut self, interval: Duration, ctx: &mut WsContext) {
-        if self.last_heard.elapsed() > interval * 2 {
-            Stats::add(&self.node.stats.heartbeat_timeouts, 1);
-            tracing::debug!(session = %self.label, "heartbeat timeout");
-            self.close(
-                ctx,
-                close::HEARTBEAT_TIMEOUT,
-                close::HEARTBEAT_TIMEOUT_REASON,
-            );
-            return;
-        }
-        self.out.borrow_mut().control(0x9, b"");
-    }
-
     fn close(&mut self, ctx: &mut WsContext, code: u16, reason: &str) {
         if !self.closing {
             self.closing = true;
@@ -289,7 +269,7 @@ impl StreamHandler<Inbound> for WsSession {
         if self.closing {
             return;
         }
-        self.last_heard = Instant::now();
+        self.out.borrow_mut().last_heard = Instant::now();
         match item {
             Ok(Message::Text(text)) => self.on_text(&text, ctx),
             Ok(Message::Binary(_)) => self.refuse_binary(),

@@ -14,6 +14,7 @@ use std::{
     collections::VecDeque,
     rc::Rc,
     task::{Context, Waker},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -37,6 +38,11 @@ pub(crate) struct Outbox {
     max_bytes: usize,
     /// Set once a delivery found the outbox full; the writer then evicts the session.
     pub(super) evicted: bool,
+    /// Set by the worker's heartbeat when the client has been silent too long; the writer then
+    /// closes the session with 4003.
+    pub(super) timed_out: bool,
+    /// When the session last heard from its client (any frame, pongs included).
+    pub(crate) last_heard: Instant,
     /// The writer's task, woken when a delivery arrives while it is idle.
     waker: Option<Waker>,
 }
@@ -54,6 +60,8 @@ impl Outbox {
             max_frames,
             max_bytes,
             evicted: false,
+            timed_out: false,
+            last_heard: Instant::now(),
             waker: None,
         }))
     }
@@ -95,6 +103,26 @@ impl Outbox {
     pub(crate) fn control(&mut self, opcode: u8, payload: &[u8]) {
         let payload = &payload[..payload.len().min(125)];
         self.push(frame(opcode, payload));
+    }
+
+    /// Queues a server ping, waking the writer if it is idle (the heartbeat runs outside it).
+    pub(crate) fn ping(&mut self) {
+        let was_idle = self.frames.is_empty();
+        self.control(0x9, b"");
+        if was_idle {
+            self.wake();
+        }
+    }
+
+    /// Marks the session silent for too long and wakes its writer, which closes it. True the
+    /// first time.
+    pub(crate) fn time_out(&mut self) -> bool {
+        if self.timed_out {
+            return false;
+        }
+        self.timed_out = true;
+        self.wake();
+        true
     }
 
     /// Queues a close frame.

@@ -429,21 +429,26 @@ impl<B> Writer<B> {
         }
     }
 
-    /// The client is not reading: keep the frame being written (a frame cut in half would
-    /// corrupt the stream), drop the rest, queue the close frame and end the session.
-    fn evict(&mut self) {
-        Stats::add(&self.node.stats.slow_consumers, 1);
-        tracing::info!("slow consumer closed");
+    /// Ends the session from the writer's side: keep the frame being written (a frame cut in half
+    /// would corrupt the stream), drop the rest, queue the close frame and stop the session.
+    fn end(&mut self, code: u16, reason: &str) {
         {
             let mut out = self.out.borrow_mut();
             out.evicted = true;
             out.frames.truncate(1);
             out.bytes = out.frames.front().map_or(0, |f| f.len()) - out.front_written;
-            out.close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
+            out.close(code, reason);
         }
         // Dropping the context stops the actor, which leaves its rooms; the grace period for
         // the close frame starts when `poll` sees the session gone.
         self.body = None;
+    }
+
+    /// The client is not reading fast enough: close it as a slow consumer.
+    fn evict(&mut self) {
+        Stats::add(&self.node.stats.slow_consumers, 1);
+        tracing::info!("slow consumer closed");
+        self.end(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
     }
 
     /// Writes as much of the queue as the socket takes. `Ready(Err)` when the socket failed.
@@ -508,6 +513,10 @@ where
         this.out.borrow_mut().register(cx);
         if this.body.is_some() && this.out.borrow().evicted {
             this.evict();
+        }
+        if this.body.is_some() && this.out.borrow().timed_out {
+            tracing::debug!("heartbeat timeout");
+            this.end(close::HEARTBEAT_TIMEOUT, close::HEARTBEAT_TIMEOUT_REASON);
         }
         // Run the session and collect its frames while the queue is within budget. The session
         // is polled even when the socket is full, so its mailbox keeps draining into the queue

@@ -84,7 +84,6 @@ impl Actor for WsSession {
     type Context = WsContext;
 
     fn started(&mut self, ctx: &mut WsContext) {
-        ctx.set_mailbox_capacity(self.node.config.outbox_capacity);
         Stats::add(&self.node.stats.sessions_opened, 1);
         self.node.sessions.insert(self.id, ctx.address());
         let welcome = ServerFrame::Welcome(Welcome {

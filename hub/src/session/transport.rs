@@ -518,9 +518,9 @@ where
             tracing::debug!("heartbeat timeout");
             this.end(close::HEARTBEAT_TIMEOUT, close::HEARTBEAT_TIMEOUT_REASON);
         }
-        // Run the session and collect its frames while the queue is within budget. The session
-        // is polled even when the socket is full, so its mailbox keeps draining into the queue
-        // and the budget, not a stalled actor, decides when a client is too slow.
+        // Run the session while its outbox is within budget. The session is polled even when the
+        // socket is full, so it keeps reading and answering, and the outbox bounds, not a
+        // stalled actor, decide when a client is too slow.
         while let Some(body) = this.body.as_mut() {
             if this.out.borrow().len_bytes() > this.budget || this.out.borrow().evicted {
                 this.evict();

@@ -121,15 +121,11 @@ pub(crate) async fn run<A: Adapter>(args: &ConnectArgs, ep: Endpoint) -> Outcome
     }
     report.disconnected = errors.total();
     report.errors = errors.top(5);
-    if let (Some(before), Some(connected), Some(end)) = (rss_before, rss_connected, rss_end) {
-        let r = Rss {
-            before,
-            connected,
-            end,
-        };
-        report.rss_per_conn_kib = r.per_connection(args.connections);
-        report.server_rss_kib = Some(r);
-    }
+    Rss::record(
+        &mut report,
+        (rss_before, rss_connected, rss_end),
+        args.connections,
+    );
     report.timed_out = timed_out;
     let failure = timed_out.then(|| {
         Error(format!(

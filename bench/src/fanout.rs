@@ -320,21 +320,13 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     }
     report.disconnected = errors.total() + missing as usize;
     report.errors = errors.top(5);
-    if let (Some(before), Some(connected), Some(end)) = (rss_before, rss_connected, rss_end) {
-        let r = Rss {
-            before,
-            connected,
-            end,
-        };
-        // `--server-pid` is `--url`'s server: with a `--publish-url` it holds the subscribers only.
-        let held = if report.publish_url.is_some() {
-            args.subscribers
-        } else {
-            report.connections
-        };
-        report.rss_per_conn_kib = r.per_connection(held);
-        report.server_rss_kib = Some(r);
-    }
+    // `--server-pid` is `--url`'s server: with a `--publish-url` it holds the subscribers only.
+    let held = if report.publish_url.is_some() {
+        args.subscribers
+    } else {
+        report.connections
+    };
+    Rss::record(&mut report, (rss_before, rss_connected, rss_end), held);
     if let (Some(start), Some(end)) = (cpu_start, cpu_end) {
         let used_ns = end.saturating_sub(start);
         report.server_cpu_s = Some(round3(used_ns as f64 / 1e9));

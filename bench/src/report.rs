@@ -21,6 +21,24 @@ pub(crate) struct Rss {
 }
 
 impl Rss {
+    /// Records the three samples in `report` when all were taken, with the memory per
+    /// connection over `connections`.
+    pub(crate) fn record(
+        report: &mut Report,
+        samples: (Option<u64>, Option<u64>, Option<u64>),
+        connections: usize,
+    ) {
+        if let (Some(before), Some(connected), Some(end)) = samples {
+            let r = Rss {
+                before,
+                connected,
+                end,
+            };
+            report.rss_per_conn_kib = r.per_connection(connections);
+            report.server_rss_kib = Some(r);
+        }
+    }
+
     /// (connected − before) / connections, in KiB.
     pub(crate) fn per_connection(&self, connections: usize) -> Option<f64> {
         (connections > 0).then(|| {

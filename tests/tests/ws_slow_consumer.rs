@@ -47,11 +47,7 @@ async fn publish_all(
 async fn a_stalled_member_is_closed_with_4000_while_the_others_get_every_message() {
     let hub = TestHub::start();
     // A tiny receive buffer so the stall shows after kilobytes, not megabytes of kernel buffers.
-    let mut stalled = RawClient::connect_with_rcvbuf(&hub, Some(4096)).await;
-    stalled
-        .send_text(r#"{"op":"subscribe","room":"feed","id":1}"#)
-        .await;
-    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+    let (mut stalled, _) = stalled_member(&hub, "feed").await;
 
     // Members that keep up: the publisher never runs more than 128 messages ahead of any of them
     // (half the default queue of 256), however the machine schedules the test.
@@ -106,14 +102,11 @@ async fn a_stalled_member_is_closed_with_4000_while_the_others_get_every_message
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_never_reads_again_is_dropped() {
-    // heartbeat 0.5 s: a socket whose peer takes no data for 1 s is dropped by the kernel.
+    // heartbeat 0.5 s: once evicted, a member whose socket takes not even the close frame for 1 s
+    // (one heartbeat, at least 1 s) is dropped.
     let hub = TestHub::builder().set("heartbeat", 0.5).start();
-    let mut stalled = RawClient::connect_with_rcvbuf(&hub, Some(4096)).await;
-    let stalled_port = stalled.stream.local_addr().unwrap().port();
-    stalled
-        .send_text(r#"{"op":"subscribe","room":"feed","id":1}"#)
-        .await;
-    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+    // Held open, never read, until the end of the test.
+    let (_stalled, stalled_port) = stalled_member(&hub, "feed").await;
     let mut publisher = Client::connect(&hub).await;
     publish_all(&mut publisher, "feed", 5_000, 64, &[]).await;
     assert!(hub.has_connection_from(stalled_port));
@@ -155,12 +148,8 @@ async fn a_timed_out_session_whose_socket_is_full_is_dropped_after_the_grace_per
         .set("outbox_capacity", 1_000_000)
         .set("outbox_max_bytes", 256 << 20)
         .start();
-    let mut stalled = RawClient::connect_with_rcvbuf(&hub, Some(4096)).await;
-    let stalled_port = stalled.stream.local_addr().unwrap().port();
-    stalled
-        .send_text(r#"{"op":"subscribe","room":"feed","id":1}"#)
-        .await;
-    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+    // Held open, never read, until the end of the test.
+    let (_stalled, stalled_port) = stalled_member(&hub, "feed").await;
     let mut publisher = Client::connect(&hub).await;
     publish_all(&mut publisher, "feed", 20_000, 64, &[]).await;
     wait_until_dropped(&hub, stalled_port, &mut publisher).await;
@@ -181,4 +170,16 @@ async fn wait_until_dropped(hub: &TestHub, port: u16, other: &mut Client) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A member of `room` that will never read: a tiny receive buffer so that it stalls after
+/// kilobytes, not megabytes of kernel buffers. Returns it and its local port.
+async fn stalled_member(hub: &TestHub, room: &str) -> (RawClient, u16) {
+    let mut stalled = RawClient::connect_with_rcvbuf(hub, Some(4096)).await;
+    let port = stalled.stream.local_addr().unwrap().port();
+    stalled
+        .send_text(&json!({"op":"subscribe","room":room,"id":1}).to_string())
+        .await;
+    assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
+    (stalled, port)
 }

@@ -180,6 +180,7 @@ mod tests {
             room: "room-3",
             data: &raw,
             from: "s-1",
+            user: None,
         }
         .encode();
         assert_eq!(

@@ -29,6 +29,7 @@ fn codec(c: &mut Criterion) {
                 room: black_box("chat:lobby"),
                 data: black_box(data),
                 from: black_box("1a2b3c4d-17"),
+                user: black_box(None),
             }
             .encode()
         })

@@ -17,6 +17,11 @@ pub enum ClientFrame<'a> {
     Publish(Publish<'a>),
     /// `{"op":"ping","id":N}`
     Ping { id: Option<u64> },
+    /// `{"op":"refresh","token":T,"id":N}`: replaces the session's token before it expires.
+    Refresh {
+        token: Cow<'a, str>,
+        id: Option<u64>,
+    },
 }
 
 /// The fields of a `publish` frame.
@@ -47,7 +52,8 @@ impl ClientFrame<'_> {
         match self {
             ClientFrame::Subscribe { id, .. }
             | ClientFrame::Unsubscribe { id, .. }
-            | ClientFrame::Ping { id } => *id,
+            | ClientFrame::Ping { id }
+            | ClientFrame::Refresh { id, .. } => *id,
             ClientFrame::Publish(p) => p.id,
         }
     }
@@ -118,6 +124,15 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             }))
         }
         "ping" => Ok(ClientFrame::Ping { id }),
+        "refresh" => {
+            let raw = fields.token.ok_or_else(|| {
+                DecodeError::new(id, ErrorCode::BadRequest, "missing field `token`")
+            })?;
+            Ok(ClientFrame::Refresh {
+                token: string_field(raw, "token", id)?,
+                id,
+            })
+        }
         _ => Err(DecodeError::new(
             id,
             ErrorCode::UnknownOp,
@@ -182,6 +197,7 @@ struct Fields<'a> {
     room: Option<&'a RawValue>,
     data: Option<&'a RawValue>,
     scope: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
     id: Option<&'a RawValue>,
 }
 
@@ -219,6 +235,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 "room" => &mut fields.room,
                 "data" => &mut fields.data,
                 "scope" => &mut fields.scope,
+                "token" => &mut fields.token,
                 "id" => &mut fields.id,
                 _ => {
                     map.next_value::<IgnoredAny>()?;

@@ -10,6 +10,8 @@ pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 /// The peer broke the WebSocket protocol (reserved bits, unmasked frame, bad opcode, ...).
 pub const PROTOCOL_ERROR: u16 = 1002;
+/// A message the session's policy does not allow (a relay member without publish rights).
+pub const POLICY_VIOLATION: u16 = 1008;
 /// A text message was not valid UTF-8.
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// A frame or reassembled message exceeded the hub's message limit.
@@ -30,5 +32,7 @@ pub const HEARTBEAT_TIMEOUT: u16 = 4003;
 pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
 /// The reason text sent with [`GOING_AWAY`] on shutdown.
 pub const GOING_AWAY_REASON: &str = "going away";
+/// The reason text sent with [`TOKEN_EXPIRED`].
+pub const TOKEN_EXPIRED_REASON: &str = "token expired";
 /// The reason text sent with [`HEARTBEAT_TIMEOUT`].
 pub const HEARTBEAT_TIMEOUT_REASON: &str = "heartbeat timeout";

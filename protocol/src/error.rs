@@ -17,13 +17,18 @@ pub enum ErrorCode {
     Unsupported,
     /// A per-session limit was reached (subscriptions).
     LimitExceeded,
+    /// The session's token does not grant this room (subscribe or publish).
+    Forbidden,
+    /// A `refresh` carried a token the hub does not accept (bad signature, expired, another
+    /// user's, or tokens are not in use).
+    InvalidToken,
     /// The hub failed; the request may be retried.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::InvalidRoom,
@@ -31,6 +36,8 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::Unsupported,
         ErrorCode::LimitExceeded,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidToken,
         ErrorCode::Internal,
     ];
 
@@ -44,6 +51,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::Internal => "internal",
         }
     }

@@ -19,6 +19,8 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         data: &'a RawValue,
         from: &'a str,
+        /// The publisher's user id (its token's `sub`), when it has one.
+        user: Option<&'a str>,
     },
     /// A request failed; the session stays open.
     Error {
@@ -39,6 +41,8 @@ pub struct Welcome<'a> {
     pub worker: usize,
     /// The server's ping interval in seconds.
     pub heartbeat_secs: f64,
+    /// The session's user id (its token's `sub`), when it has one.
+    pub user: Option<&'a str>,
 }
 
 impl ServerFrame<'_> {
@@ -55,6 +59,10 @@ impl ServerFrame<'_> {
                 push_json_str(&mut out, PROTOCOL);
                 out.push_str(r#","heartbeat":"#);
                 push_seconds(&mut out, w.heartbeat_secs);
+                if let Some(user) = w.user {
+                    out.push_str(r#","user":"#);
+                    push_json_str(&mut out, user);
+                }
                 out.push('}');
             }
             ServerFrame::Ack { id } => {
@@ -67,13 +75,22 @@ impl ServerFrame<'_> {
                 push_id(&mut out, *id, false);
                 out.push('}');
             }
-            ServerFrame::Message { room, data, from } => {
+            ServerFrame::Message {
+                room,
+                data,
+                from,
+                user,
+            } => {
                 out.push_str(r#"{"op":"message","room":"#);
                 push_json_str(&mut out, room);
                 out.push_str(r#","data":"#);
                 out.push_str(data.get());
                 out.push_str(r#","from":"#);
                 push_json_str(&mut out, from);
+                if let Some(user) = user {
+                    out.push_str(r#","user":"#);
+                    push_json_str(&mut out, user);
+                }
                 out.push('}');
             }
             ServerFrame::Error { id, code, message } => {
@@ -91,16 +108,22 @@ impl ServerFrame<'_> {
 
     /// The exact encoded length of a `message` frame, without encoding it; used to refuse a
     /// publish that would exceed the message limit before any work is done.
-    pub fn message_len(room: &str, data: &RawValue, from: &str) -> usize {
+    pub fn message_len(room: &str, data: &RawValue, from: &str, user: Option<&str>) -> usize {
         r#"{"op":"message","room":,"data":,"from":}"#.len()
             + json_str_len(room)
             + data.get().len()
             + json_str_len(from)
+            + user.map_or(0, |u| r#","user":"#.len() + json_str_len(u))
     }
 
     fn size_hint(&self) -> usize {
         match self {
-            ServerFrame::Message { room, data, from } => Self::message_len(room, data, from),
+            ServerFrame::Message {
+                room,
+                data,
+                from,
+                user,
+            } => Self::message_len(room, data, from, *user),
             _ => 128,
         }
     }

@@ -730,6 +730,8 @@ fn error_codes_have_their_wire_names() {
             "too_large",
             "unsupported",
             "limit_exceeded",
+            "forbidden",
+            "invalid_token",
             "internal"
         ]
     );
@@ -775,8 +777,74 @@ fn welcome(heartbeat_secs: f64) -> String {
         node: "node-a",
         worker: 3,
         heartbeat_secs,
+        user: None,
     })
     .encode()
+}
+
+#[test]
+fn welcome_carries_user_when_the_session_has_one() {
+    let text = ServerFrame::Welcome(Welcome {
+        session: "s-1",
+        node: "n",
+        worker: 0,
+        heartbeat_secs: 25.0,
+        user: Some("alice \"a\""),
+    })
+    .encode();
+    assert_eq!(parse(&text)["user"], json!("alice \"a\""));
+    assert!(!parse(&welcome(25.0))
+        .as_object()
+        .unwrap()
+        .contains_key("user"));
+}
+
+#[test]
+fn message_carries_user_only_when_set() {
+    let data = raw("1");
+    let with = ServerFrame::Message {
+        room: "r",
+        data: &data,
+        from: "s-1",
+        user: Some("bob"),
+    }
+    .encode();
+    assert_eq!(
+        parse(&with),
+        json!({"op": "message", "room": "r", "data": 1, "from": "s-1", "user": "bob"})
+    );
+    let without = ServerFrame::Message {
+        room: "r",
+        data: &data,
+        from: "s-1",
+        user: None,
+    }
+    .encode();
+    assert!(!parse(&without).as_object().unwrap().contains_key("user"));
+}
+
+#[test]
+fn refresh_decodes_token_and_id() {
+    assert_eq!(
+        decode(r#"{"op":"refresh","token":"a.b.c","id":4}"#).unwrap(),
+        ClientFrame::Refresh {
+            token: "a.b.c".into(),
+            id: Some(4)
+        }
+    );
+}
+
+#[test]
+fn refresh_without_a_string_token_is_bad_request_with_id() {
+    for text in [
+        r#"{"op":"refresh","id":9}"#,
+        r#"{"op":"refresh","token":5,"id":9}"#,
+        r#"{"op":"refresh","token":null,"id":9}"#,
+    ] {
+        let e = decode(text).unwrap_err();
+        assert_eq!((e.code, e.id), (ErrorCode::BadRequest, Some(9)), "{text}");
+        assert!(e.message.contains("token"), "{text}: {}", e.message);
+    }
 }
 
 #[test]
@@ -837,6 +905,7 @@ fn welcome_escapes_session_and_node() {
             node: "n\\\n",
             worker: 0,
             heartbeat_secs: 1.5,
+            user: None,
         })
         .encode(),
     );
@@ -932,6 +1001,7 @@ fn message_encodes_room_data_and_from() {
         room: "lobby",
         data: &data,
         from: "s-2",
+        user: None,
     }
     .encode();
     assert_eq!(
@@ -948,6 +1018,7 @@ fn message_copies_data_verbatim() {
         room: "r",
         data: &data,
         from: "f",
+        user: None,
     }
     .encode();
     assert_eq!(
@@ -964,6 +1035,7 @@ fn message_with_null_data_keeps_null() {
             room: "r",
             data: &data,
             from: "f",
+            user: None,
         }
         .encode(),
     );
@@ -981,6 +1053,7 @@ fn decoded_publish_data_is_delivered_verbatim() {
         room: &p.room,
         data: p.data,
         from: "s",
+        user: None,
     }
     .encode();
     assert_eq!(
@@ -1025,6 +1098,7 @@ fn strings_needing_escapes_round_trip_exactly_in_every_frame() {
                 room: s,
                 data: &data,
                 from: s,
+                user: None,
             }
             .encode(),
         );
@@ -1037,6 +1111,7 @@ fn strings_needing_escapes_round_trip_exactly_in_every_frame() {
                 node: s,
                 worker: 1,
                 heartbeat_secs: 1.0,
+                user: None,
             })
             .encode(),
         );
@@ -1064,6 +1139,7 @@ fn every_control_character_is_escaped() {
             room: &s,
             data: &data,
             from: "",
+            user: None,
         }
         .encode();
         assert!(
@@ -1081,6 +1157,7 @@ fn short_escapes_are_used_for_common_characters() {
         room: "\"\\\n\r\t\u{1}",
         data: &data,
         from: "",
+        user: None,
     }
     .encode();
     assert!(text.contains(r#""room":"\"\\\n\r\t\u0001""#), "{text}");
@@ -1100,17 +1177,20 @@ fn message_len_equals_encoded_length() {
     for &room in TRICKY_STRINGS {
         for &from in TRICKY_STRINGS {
             for d in datas {
-                let data = raw(d);
-                let frame = ServerFrame::Message {
-                    room,
-                    data: &data,
-                    from,
-                };
-                assert_eq!(
-                    ServerFrame::message_len(room, &data, from),
-                    frame.encode().len(),
-                    "room {room:?} from {from:?} data {d:?}"
-                );
+                for user in [None, Some(from), Some(room)] {
+                    let data = raw(d);
+                    let frame = ServerFrame::Message {
+                        room,
+                        data: &data,
+                        from,
+                        user,
+                    };
+                    assert_eq!(
+                        ServerFrame::message_len(room, &data, from, user),
+                        frame.encode().len(),
+                        "room {room:?} from {from:?} user {user:?} data {d:?}"
+                    );
+                }
             }
         }
     }
@@ -1125,7 +1205,11 @@ fn message_len_matches_for_long_strings() {
         room: &room,
         data: &data,
         from: &from,
+        user: None,
     }
     .encode();
-    assert_eq!(ServerFrame::message_len(&room, &data, &from), encoded.len());
+    assert_eq!(
+        ServerFrame::message_len(&room, &data, &from, None),
+        encoded.len()
+    );
 }

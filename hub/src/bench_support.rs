@@ -47,7 +47,13 @@ impl RoomFixture {
 
     /// Publishes one frame to the room and waits until the room has handled it.
     pub async fn publish(&self) {
-        let _ = self.room.send(Fanout(self.frame.clone())).await;
+        let _ = self
+            .room
+            .send(Fanout {
+                frame: self.frame.clone(),
+                except: None,
+            })
+            .await;
     }
 
     /// Takes every queued frame out of the outboxes, as the writers would; returns how many.

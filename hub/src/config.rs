@@ -7,14 +7,13 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
+use switchboard_admin::{EndpointSpec, Policy, TokenKey};
 
 /// Prefix of every environment variable the hub reads: `SWITCHBOARD_<KEY>` for each config key.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
 /// Default WebSocket listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
-/// Default WebSocket path.
-pub const DEFAULT_WS_PATH: &str = "/ws";
 /// Default ping interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
 /// Default capacity of a session's outgoing queue, in messages.
@@ -46,8 +45,9 @@ pub enum LogFormat {
 pub struct Config {
     /// Address of the WebSocket listener.
     pub listen: SocketAddr,
-    /// Path that WebSocket clients connect to.
-    pub ws_path: String,
+    /// The handshake policy at start: endpoints (built-in `default` at `/ws` merged with the
+    /// file's `[[endpoints]]`) and the token key. The node's live copy may change at runtime.
+    pub policy: Policy,
     /// Number of worker threads serving sessions.
     pub workers: usize,
     /// This node's id, shown in `welcome` frames and logs.
@@ -97,7 +97,7 @@ pub enum ConfigError {
 /// The keys of the configuration, each with the TOML type its environment variable is read as.
 const KEYS: &[(&str, ValueKind)] = &[
     ("listen", ValueKind::String),
-    ("ws_path", ValueKind::String),
+    ("token_secret", ValueKind::String),
     ("workers", ValueKind::Number),
     ("node_id", ValueKind::String),
     ("heartbeat", ValueKind::Number),
@@ -123,7 +123,9 @@ enum ValueKind {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
-    ws_path: Option<String>,
+    token_secret: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<EndpointSpec>,
     workers: Option<i64>,
     node_id: Option<String>,
     heartbeat: Option<f64>,
@@ -283,14 +285,15 @@ impl FileConfig {
                 format!("{listen_text:?} is not an address like 0.0.0.0:8080"),
             )
         })?;
-        let ws_path = self.ws_path.unwrap_or_else(|| DEFAULT_WS_PATH.to_owned());
-        if !ws_path.starts_with('/') || ws_path.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(invalid(
-                "ws_path",
-                format!("{ws_path:?} must start with / and hold no spaces"),
-            ));
-        }
+        let token = match self.token_secret.as_deref() {
+            None | Some("") => None,
+            Some(secret) => Some(
+                TokenKey::new(secret.as_bytes())
+                    .map_err(|e| invalid("token_secret", e.to_string()))?,
+            ),
+        };
+        let policy = Policy::from_specs(&self.endpoints, token)
+            .map_err(|e| invalid("endpoints", e.to_string()))?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = int_in("workers", self.workers, cpus, 1, 1024)?;
         let node_id = match self.node_id {
@@ -377,7 +380,7 @@ impl FileConfig {
         }
         Ok(Config {
             listen,
-            ws_path,
+            policy,
             workers,
             node_id,
             heartbeat,

@@ -46,7 +46,7 @@ mod worker;
 use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
 
 pub use node::Node;
-pub use server::{bind_listener, serve};
+pub use server::{bind_listener, serve, serve_node};
 pub use stats::Stats;
 
 /// A session's id, unique within the node.

@@ -10,6 +10,7 @@ use std::{
 
 use actix::Addr;
 use dashmap::DashMap;
+use switchboard_admin::PolicyStore;
 
 use crate::{
     broadcaster::Broadcaster, config::Config, session::WsSession, stats::Stats, SessionId,
@@ -20,6 +21,8 @@ use crate::{
 pub struct Node {
     pub(crate) config: Config,
     pub(crate) broadcaster: Broadcaster,
+    /// The live handshake policy: read by every handshake, replaced whole by the admin API.
+    pub policy: Arc<PolicyStore>,
     /// Every live session, for shutdown (and, later, the admin API).
     pub(crate) sessions: DashMap<SessionId, Addr<WsSession>>,
     connections: AtomicUsize,
@@ -38,8 +41,10 @@ impl Node {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
         let instance = nanos ^ std::process::id().rotate_left(16);
+        let policy = Arc::new(PolicyStore::new(config.policy.clone()));
         Arc::new(Node {
             config,
+            policy,
             broadcaster: Broadcaster::default(),
             sessions: DashMap::new(),
             connections: AtomicUsize::new(0),

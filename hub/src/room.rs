@@ -56,7 +56,7 @@ impl Actor for Room {
 impl Handler<Fanout> for Room {
     type Result = ();
 
-    fn handle(&mut self, Fanout(frame): Fanout, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Fanout { frame, except }: Fanout, ctx: &mut Context<Self>) {
         self.burst += 1;
         if self.burst >= FANOUT_BATCH {
             self.burst = 0;
@@ -68,7 +68,11 @@ impl Handler<Fanout> for Room {
         let frame = Rc::new(frame);
         let mut delivered = 0u64;
         let mut evicted = 0u64;
-        self.members.borrow_mut().retain(|_, outbox| {
+        let mut members = self.members.borrow_mut();
+        // The sender (a relay member) sits out this delivery: taken out and put back, so the
+        // loop below carries no per-recipient check.
+        let sender = except.and_then(|id| members.remove(&id).map(|outbox| (id, outbox)));
+        members.retain(|_, outbox| {
             // A push into the member's outbox, on this thread: no message and no allocation
             // per recipient. A full outbox evicts the member (its writer closes it with 4000),
             // so the other members are never delayed by it.
@@ -83,6 +87,10 @@ impl Handler<Fanout> for Room {
                 }
             }
         });
+        if let Some((id, outbox)) = sender {
+            members.insert(id, outbox);
+        }
+        drop(members);
         Stats::add(&self.node.stats.delivered, delivered);
         if evicted > 0 {
             Stats::add(&self.node.stats.dropped_slow, evicted);

@@ -16,7 +16,7 @@ use actix_codec::Framed;
 use actix_http::{h1, HttpService, Request};
 use actix_service::{fn_service, map_config};
 use actix_web::rt::net::TcpStream;
-use actix_web::{dev::AppConfig, http::StatusCode, web, App, HttpResponse};
+use actix_web::{dev::AppConfig, http::StatusCode, web, App, HttpRequest, HttpResponse};
 use socket2::{Domain, Socket, Type};
 
 use crate::{config::Config, node::Node, session, shutdown, worker::WorkerRooms};
@@ -42,15 +42,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_node(Node::new(config), listener, shutdown).await
+}
+
+/// Like [`serve`], for a [`Node`] the caller keeps a handle to (to change its policy at
+/// runtime, as the admin API does).
+pub async fn serve_node(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let addr = listener.local_addr()?;
-    let node = Node::new(config);
     let server = build(node.clone(), listener)?;
     let handle = server.handle();
     tracing::info!(
         addr = %addr,
         node = %node.config.node_id,
         workers = node.config.workers,
-        path = %node.config.ws_path,
+        endpoints = %endpoint_list(&node),
         "listening"
     );
     let mut server = actix_rt::spawn(server);
@@ -68,7 +77,6 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
     let config = node.config.clone();
     let workers = config.workers;
     let next_worker = Arc::new(AtomicUsize::new(0));
-    let ws_path = config.ws_path.clone();
     let server = actix_server::Server::build()
         .workers(workers)
         .disable_signals()
@@ -83,6 +91,7 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
             let rooms = Rc::new(WorkerRooms::new(index, node.clone()));
             WorkerRooms::start_heartbeat(&rooms);
             let upgrade_node = node.clone();
+            let http_node = node.clone();
             // Upgrade requests (`Connection: upgrade`) leave HTTP here: the session transport
             // takes the socket (see `session/transport.rs`).
             let upgrade = fn_service(
@@ -91,9 +100,10 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
                 },
             );
             // Every other request is plain HTTP.
-            let app = App::new()
-                .route(&ws_path, web::to(upgrade_required))
-                .default_service(web::to(not_found));
+            let app = App::new().default_service(web::to(move |req: HttpRequest| {
+                let node = http_node.clone();
+                async move { plain_http(&node, &req) }
+            }));
             HttpService::build()
                 // Zero: close the TCP connection as soon as a response is done.
                 .client_disconnect_timeout(Duration::ZERO)
@@ -105,16 +115,33 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
     Ok(server)
 }
 
-async fn upgrade_required() -> HttpResponse {
-    HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
-        .insert_header(("upgrade", "websocket"))
-        .json(serde_json::json!({
-            "error": { "code": "upgrade_required", "message": "this endpoint speaks WebSocket only" }
-        }))
+/// A request without `Upgrade`: 426 on a WebSocket endpoint (the client forgot to upgrade, or a
+/// proxy dropped the headers), 404 elsewhere.
+fn plain_http(node: &Node, req: &HttpRequest) -> HttpResponse {
+    let policy = node.policy.load();
+    match policy.route(req.path()) {
+        Some((endpoint, _)) => HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
+            .insert_header(("upgrade", "websocket"))
+            .insert_header(("connection", "upgrade"))
+            .content_type("text/plain; charset=utf-8")
+            .body(format!(
+                "426 Upgrade Required: endpoint {:?} speaks WebSocket only ({} mode)\n",
+                endpoint.name,
+                endpoint.mode.as_str()
+            )),
+        None => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+    }
 }
 
-async fn not_found() -> HttpResponse {
-    json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+/// `name=path (mode)` for each endpoint, for the start-up log line.
+fn endpoint_list(node: &Node) -> String {
+    let policy = node.policy.load();
+    let list: Vec<String> = policy
+        .endpoints()
+        .iter()
+        .map(|e| format!("{}={} ({})", e.name, e.path, e.mode.as_str()))
+        .collect();
+    list.join(", ")
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {

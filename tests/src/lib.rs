@@ -37,6 +37,8 @@ pub struct TestHub {
     /// The WebSocket listener's address.
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The config file written for this hub, removed on drop.
+    config_file: Option<std::path::PathBuf>,
 }
 
 /// Builds a hub process: settings become `SWITCHBOARD_*` variables, the config scheme operators use.
@@ -44,6 +46,7 @@ pub struct TestHub {
 pub struct HubBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
+    config: Option<String>,
 }
 
 impl HubBuilder {
@@ -62,8 +65,24 @@ impl HubBuilder {
         self
     }
 
+    /// Gives the hub a config file with this TOML text (for settings such as `[[endpoints]]`
+    /// that environment variables do not carry).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
     /// Starts the process and waits until it listens.
-    pub fn start(self) -> TestHub {
+    pub fn start(mut self) -> TestHub {
+        let config_file = self.config.take().map(|text| {
+            let path = temp_path("hub.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        if let Some(path) = &config_file {
+            self.args.push("--config".into());
+            self.args.push(path.display().to_string());
+        }
         let mut cmd = hub_command();
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -103,8 +122,23 @@ impl HubBuilder {
                 );
             }
         };
-        TestHub { child, addr, logs }
+        TestHub {
+            child,
+            addr,
+            logs,
+            config_file,
+        }
     }
+}
+
+/// A fresh path in the system temp dir, unique to this process and call.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{n}-{name}",
+        std::process::id()
+    ))
 }
 
 /// The path of the hub binary. Cargo builds this crate's binaries before its integration tests,
@@ -227,7 +261,156 @@ impl Drop for TestHub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = &self.config_file {
+            let _ = std::fs::remove_file(path);
+        }
     }
+}
+
+/// An HTTP response read off a raw socket.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (up to the connection's end or `content-length`).
+    pub body: String,
+    /// True when the server closed the connection after the response.
+    pub closed: bool,
+}
+
+impl HttpReply {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends `request` (raw bytes, head and all) to the hub and reads one response: the status,
+/// headers, body, and whether the server then closed the connection. A 101 answer is returned
+/// as soon as its head is read.
+pub async fn http_exchange(hub: &TestHub, request: &[u8]) -> HttpReply {
+    http_exchange_at(hub.addr, request).await
+}
+
+/// [`http_exchange`] with a server at `addr`.
+pub async fn http_exchange_at(addr: SocketAddr, request: &[u8]) -> HttpReply {
+    let mut stream = timeout(STEP, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    // The server may refuse before reading all of a large request; that is not an error here.
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = match timeout(STEP, stream.read(&mut chunk))
+            .await
+            .expect("no response")
+        {
+            Ok(n) => n,
+            Err(e) => panic!("connection failed before a response: {e}"),
+        };
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[head_end + 4..].to_vec();
+    if status == 101 {
+        return HttpReply {
+            status,
+            headers,
+            body: String::new(),
+            closed: false,
+        };
+    }
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    while length.is_none_or(|l| body.len() < l) {
+        let mut chunk = [0u8; 8192];
+        match timeout(STEP, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("response body did not arrive"),
+        }
+    }
+    // Closed: the next read sees the end of the stream (or a reset) promptly.
+    let mut rest = [0u8; 1024];
+    let closed = matches!(
+        timeout(Duration::from_secs(3), stream.read(&mut rest)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    );
+    HttpReply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        closed,
+    }
+}
+
+/// A WebSocket upgrade request for `path` with extra header lines (each `Name: value`).
+pub fn upgrade_request(hub: &TestHub, path: &str, extra: &[&str]) -> Vec<u8> {
+    upgrade_request_to(hub.addr, path, extra)
+}
+
+/// [`upgrade_request`] for a server at `addr`.
+pub fn upgrade_request_to(addr: SocketAddr, path: &str, extra: &[&str]) -> Vec<u8> {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for line in extra {
+        req.push_str(line);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+/// Signs an HS256 JWT over `claims` with `secret`, independently of the hub's own token code.
+pub fn sign_token(secret: &[u8], claims: &Value) -> String {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    use hmac::{Mac, SimpleHmac};
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -238,9 +421,71 @@ pub struct Client {
     ws: Ws,
     /// The `welcome` frame.
     pub welcome: Value,
+    /// The subprotocol the hub chose (`Sec-WebSocket-Protocol` of its 101), if any.
+    pub protocol: Option<String>,
 }
 
 impl Client {
+    /// Opens a WebSocket to `url` with extra request headers, without reading anything.
+    /// `Err((status, body))` when the hub answers the handshake with an HTTP error.
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, String)> {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Error};
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        match timeout(STEP, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect timed out")
+        {
+            Ok((ws, response)) => Ok(Client {
+                ws,
+                welcome: Value::Null,
+                protocol: response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            }),
+            Err(Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((response.status().as_u16(), body))
+            }
+            Err(e) => panic!("connect to {url}: {e}"),
+        }
+    }
+
+    /// Like [`Client::open`] for a `switchboard.v1` endpoint: reads the welcome frame.
+    pub async fn open_json(url: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, String)> {
+        let mut client = Client::open(url, headers).await?;
+        let welcome = client.recv().await;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        client.welcome = welcome;
+        Ok(client)
+    }
+
+    /// The next data message (text or binary), skipping pings and pongs.
+    pub async fn recv_message(&mut self) -> Message {
+        loop {
+            let m = timeout(STEP, self.ws.next())
+                .await
+                .expect("no frame in time")
+                .expect("stream ended")
+                .expect("websocket error");
+            match m {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// Connects and reads the welcome frame.
     pub async fn connect(hub: &TestHub) -> Client {
         let (ws, _) = timeout(STEP, tokio_tungstenite::connect_async(hub.ws_url()))
@@ -250,6 +495,7 @@ impl Client {
         let mut client = Client {
             ws,
             welcome: Value::Null,
+            protocol: None,
         };
         let welcome = client.recv().await;
         assert_eq!(welcome["op"], "welcome", "{welcome}");
@@ -392,8 +638,27 @@ impl RawClient {
         }
     }
 
+    /// Connects to `path` (a relay or echo endpoint) and completes the handshake; reads nothing.
+    pub async fn connect_path(hub: &TestHub, path: &str) -> RawClient {
+        match Self::handshake(hub, None, path).await {
+            Ok(c) => c,
+            Err(head) => panic!("handshake refused: {head}"),
+        }
+    }
+
     /// Connects; `Err` with the response head when the hub does not answer 101.
     pub async fn try_connect(hub: &TestHub, rcvbuf: Option<u32>) -> Result<RawClient, String> {
+        let mut c = Self::handshake(hub, rcvbuf, "/ws").await?;
+        let welcome = c.read_frame().await.expect("welcome");
+        assert_eq!(welcome.opcode, 0x1);
+        Ok(c)
+    }
+
+    async fn handshake(
+        hub: &TestHub,
+        rcvbuf: Option<u32>,
+        path: &str,
+    ) -> Result<RawClient, String> {
         let socket = TcpSocket::new_v4().unwrap();
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
@@ -406,18 +671,14 @@ impl RawClient {
             stream,
             buf: Vec::new(),
         };
-        let req = format!(
-            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            hub.addr
-        );
-        c.stream.write_all(req.as_bytes()).await.unwrap();
+        c.stream
+            .write_all(&upgrade_request(hub, path, &[]))
+            .await
+            .unwrap();
         let head = c.read_http_head().await;
         if !head.starts_with("HTTP/1.1 101") {
             return Err(head);
         }
-        let welcome = c.read_frame().await.expect("welcome");
-        assert_eq!(welcome.opcode, 0x1);
         Ok(c)
     }
 

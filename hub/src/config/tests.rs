@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use switchboard_admin::Mode;
 
 fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
@@ -11,13 +12,71 @@ fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
 fn defaults_need_no_file() {
     let c = load("", &[]).unwrap();
     assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-    assert_eq!(c.ws_path, "/ws");
+    let default = c.policy.endpoint("default").unwrap();
+    assert_eq!((default.path.as_str(), default.mode), ("/ws", Mode::Json));
+    assert!(c.policy.token().is_none());
     assert_eq!(c.heartbeat, Duration::from_secs(25));
     assert_eq!(c.outbox_capacity, 256);
     assert_eq!(c.max_message_bytes, 65536);
     assert_eq!(c.max_subscriptions, 1000);
     assert!(c.workers >= 1);
-    assert_eq!(Config::defaults().ws_path, "/ws");
+    assert_eq!(Config::defaults().policy.endpoints().len(), 1);
+}
+
+#[test]
+fn endpoints_come_from_the_file_merged_onto_the_default() {
+    let c = load(
+        r#"
+        [[endpoints]]
+        name = "default"
+        origins = ["https://app.example.com"]
+
+        [[endpoints]]
+        name = "live"
+        path = "/live"
+        mode = "relay"
+        "#,
+        &[],
+    )
+    .unwrap();
+    let default = c.policy.endpoint("default").unwrap();
+    assert_eq!(default.path, "/ws");
+    assert_eq!(default.origins.len(), 1);
+    assert_eq!(default.subprotocols[0].name, "switchboard.v1");
+    let live = c.policy.endpoint("live").unwrap();
+    assert_eq!((live.path.as_str(), live.mode), ("/live", Mode::Relay));
+}
+
+#[test]
+fn a_token_secret_from_the_environment_turns_tokens_on() {
+    let c = load("", &[("SWITCHBOARD_TOKEN_SECRET", "s3cret-s3cret-s3cret")]).unwrap();
+    assert!(c.policy.token().is_some());
+    // The secret never shows in the config's debug output (which may reach logs).
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn bad_endpoints_name_the_endpoint_and_field() {
+    for (toml, needle) in [
+        ("[[endpoints]]\nname = \"x\"\npath = \"nope\"", "path"),
+        ("[[endpoints]]\nname = \"x\"", "path"),
+        (
+            "[[endpoints]]\nname = \"x\"\npath = \"/x\"\norigins = [\"ftp:/bad\"]",
+            "origin",
+        ),
+        (
+            "[[endpoints]]\nname = \"x\"\npath = \"/x\"\nmode = \"loud\"",
+            "mode",
+        ),
+        ("[[endpoints]]\nname = \"x\"\npath = \"/ws\"", "/ws"),
+        (
+            "[[endpoints]]\nname = \"x\"\npath = \"/x\"\nsubprotocols = [\"a b\"]",
+            "a b",
+        ),
+    ] {
+        let e = load(toml, &[]).unwrap_err().to_string();
+        assert!(e.contains(needle), "{toml}: {e}");
+    }
 }
 
 #[test]
@@ -65,7 +124,7 @@ fn out_of_range_values_name_the_key() {
         ("workers = 0", "workers"),
         ("heartbeat = -1", "heartbeat"),
         ("listen = \"nowhere\"", "listen"),
-        ("ws_path = \"ws\"", "ws_path"),
+        ("token_secret = 5", "token_secret"),
         ("log_format = \"xml\"", "log_format"),
         ("max_message_bytes = 10", "max_message_bytes"),
         ("node_id = \"a b\"", "node_id"),
@@ -78,4 +137,15 @@ fn out_of_range_values_name_the_key() {
 #[test]
 fn unrelated_env_variables_are_ignored() {
     assert!(load("", &[("SWITCHBOARD_SOMETHING_ELSE", "x"), ("PATH", "/bin")]).is_ok());
+}
+
+#[test]
+fn the_deployment_example_is_valid() {
+    let c = load(
+        include_str!("../../../deploy/switchboard.example.toml"),
+        &[],
+    )
+    .unwrap();
+    assert!(c.policy.endpoint("default").unwrap().require_subprotocol);
+    assert_eq!(c.policy.endpoint("live").unwrap().mode, Mode::Relay);
 }

@@ -12,13 +12,20 @@ mod outbox;
 mod reassembly;
 mod transport;
 
-use std::{collections::HashSet, rc::Rc, sync::Arc, time::Instant};
+use std::{
+    collections::HashSet,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use actix::prelude::SendError;
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Running, StreamHandler, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Running, SpawnHandle,
+    StreamHandler, WrapFuture,
 };
 use actix_http::ws::ProtocolError;
+use switchboard_admin::{Claims, Mode};
 use switchboard_protocol::{
     close, decode, ClientFrame, ErrorCode, Publish, Scope, ServerFrame, Welcome,
 };
@@ -34,12 +41,39 @@ use crate::{
 
 use self::{
     reassembly::{Assembled, Reassembly},
-    transport::{text_frame, Inbound, Item, Message, WsContext},
+    transport::{frame, text_frame, Inbound, Item, Message, WsContext},
 };
 
 pub(crate) use self::outbox::{Outbox, SharedOutbox};
 
 pub(crate) use self::transport::serve_upgrade;
+
+/// What the handshake decided for a session: its wire mode and, when tokens are in use, the
+/// verified claims of its token.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) mode: Mode,
+    /// Relay mode: the room the path named, as a room key of its own (see [`relay_room_key`]).
+    pub(crate) relay: Option<RelayRoom>,
+    pub(crate) claims: Option<Box<Claims>>,
+}
+
+/// The room of a relay session.
+#[derive(Debug)]
+pub(crate) struct RelayRoom {
+    pub(crate) key: RoomName,
+    /// Whether the token lets this member send (checked once, at the handshake).
+    pub(crate) may_send: bool,
+}
+
+/// The key under which a relay endpoint's room lives in the worker's and broadcaster's tables.
+///
+/// Relay rooms carry raw client bytes, so they must never meet a `switchboard.v1` room of the
+/// same name, nor the same-named room of another relay endpoint. A NUL byte cannot appear in a
+/// protocol room name (control characters are refused), so this key cannot collide with one.
+pub(crate) fn relay_room_key(endpoint: &str, room: &str) -> RoomName {
+    RoomName::from(format!("\0relay\0{endpoint}\0{room}").as_str())
+}
 
 /// One WebSocket connection.
 #[derive(Debug)]
@@ -54,6 +88,12 @@ pub(crate) struct WsSession {
     closing: bool,
     /// Everything this session sends, in order, waiting for the socket.
     out: SharedOutbox,
+    mode: Mode,
+    relay: Option<RelayRoom>,
+    /// The claims of the session's token, when tokens are in use; `None` means no restriction.
+    claims: Option<Box<Claims>>,
+    /// The timer that closes the session when its token expires.
+    expiry: Option<SpawnHandle>,
     _slot: ConnectionSlot,
 }
 
@@ -64,6 +104,7 @@ impl WsSession {
         worker: Rc<WorkerRooms>,
         slot: ConnectionSlot,
         out: SharedOutbox,
+        admission: Admission,
     ) -> Self {
         let (id, label) = node.next_session_id();
         WsSession {
@@ -75,8 +116,34 @@ impl WsSession {
             fragments: None,
             closing: false,
             out,
+            mode: admission.mode,
+            relay: admission.relay,
+            claims: admission.claims,
+            expiry: None,
             _slot: slot,
         }
+    }
+
+    /// The session's user id: its token's `sub`.
+    fn user(&self) -> Option<&str> {
+        self.claims.as_ref().and_then(|c| c.sub.as_deref())
+    }
+
+    /// (Re)arms the timer that closes the session with 4002 when its token expires.
+    fn arm_expiry(&mut self, ctx: &mut WsContext) {
+        if let Some(handle) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(claims) = &self.claims else { return };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // `exp` is the first second at which the token is no longer valid.
+        let left = Duration::from_secs(claims.exp).saturating_sub(now);
+        self.expiry = Some(ctx.run_later(left, |act, ctx| {
+            tracing::debug!(session = %act.label, "token expired");
+            act.close(ctx, close::TOKEN_EXPIRED, close::TOKEN_EXPIRED_REASON);
+        }));
     }
 }
 
@@ -86,13 +153,27 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut WsContext) {
         Stats::add(&self.node.stats.sessions_opened, 1);
         self.node.sessions.insert(self.id, ctx.address());
-        let welcome = ServerFrame::Welcome(Welcome {
-            session: &self.label,
-            node: &self.node.config.node_id,
-            worker: self.worker.index(),
-            heartbeat_secs: self.node.config.heartbeat.as_secs_f64(),
-        });
-        self.send(&welcome);
+        self.arm_expiry(ctx);
+        match self.mode {
+            Mode::Json => {
+                let welcome = ServerFrame::Welcome(Welcome {
+                    session: &self.label,
+                    node: &self.node.config.node_id,
+                    worker: self.worker.index(),
+                    heartbeat_secs: self.node.config.heartbeat.as_secs_f64(),
+                    user: self.user(),
+                });
+                self.send(&welcome);
+            }
+            // A relay or echo client speaks its own protocol: nothing is sent that it did not
+            // ask for, and the relay room is joined before the first message can arrive.
+            Mode::Relay => {
+                if let Some(relay) = &self.relay {
+                    self.worker.join(&relay.key, self.id, self.out.clone());
+                }
+            }
+            Mode::Echo => {}
+        }
         // Pings and the silence check come from the worker's one heartbeat timer.
         self.worker.watch(self.id, self.out.clone());
         tracing::debug!(session = %self.label, worker = self.worker.index(), "session opened");
@@ -125,6 +206,9 @@ impl WsSession {
         for room in self.subscriptions.drain() {
             self.worker.leave(&room, self.id);
         }
+        if let Some(relay) = &self.relay {
+            self.worker.leave(&relay.key, self.id);
+        }
     }
 
     /// Queues a frame of this session's own (reply, error, welcome).
@@ -143,6 +227,7 @@ impl WsSession {
         };
         match frame {
             ClientFrame::Subscribe { room, id } => self.subscribe(&room, id),
+            ClientFrame::Refresh { token, id } => self.refresh(&token, id, ctx),
             ClientFrame::Unsubscribe { room, id } => {
                 if self.subscriptions.remove(&*room) {
                     self.worker.leave(&room, self.id);
@@ -159,6 +244,13 @@ impl WsSession {
     fn subscribe(&mut self, room: &str, id: Option<u64>) {
         if self.subscriptions.contains(room) {
             return self.send(&ServerFrame::Ack { id });
+        }
+        if self.claims.as_ref().is_some_and(|c| !c.may_subscribe(room)) {
+            return self.send_error(
+                id,
+                ErrorCode::Forbidden,
+                "the token does not grant this room",
+            );
         }
         if self.subscriptions.len() >= self.node.config.max_subscriptions {
             let message = format!(
@@ -180,8 +272,16 @@ impl WsSession {
             scope,
             id,
         } = publish;
+        if self.claims.as_ref().is_some_and(|c| !c.may_publish(&room)) {
+            return self.send_error(
+                id,
+                ErrorCode::Forbidden,
+                "the token does not grant publishing to this room",
+            );
+        }
         let max = self.node.config.max_message_bytes;
-        let len = ServerFrame::message_len(&room, data, &self.label);
+        let user = self.user();
+        let len = ServerFrame::message_len(&room, data, &self.label, user);
         if len > max {
             let message = format!("message frame would be {len} bytes, limit is {max}");
             return self.send_error(id, ErrorCode::TooLarge, &message);
@@ -193,28 +293,51 @@ impl WsSession {
                 room: &room,
                 data,
                 from: &self.label,
+                user,
             }
             .encode()
             .as_bytes(),
         );
         Stats::add(&self.node.stats.published, 1);
+        self.fan_out(&room, frame, scope, None, ctx, move |act| {
+            act.send(&ServerFrame::Ack { id });
+        });
+    }
+
+    /// Hands `frame` to the rooms that serve `room` within `scope`, then calls `done`: at once
+    /// when every room took it, or after waiting for room in the queues that were full.
+    fn fan_out(
+        &mut self,
+        room: &str,
+        frame: Frame,
+        scope: Scope,
+        except: Option<SessionId>,
+        ctx: &mut WsContext,
+        done: impl FnOnce(&mut Self) + 'static,
+    ) {
         let mut waiting: Vec<(actix::Addr<Room>, Fanout)> = Vec::new();
-        let mut send = |addr: &actix::Addr<Room>| match addr.try_send(Fanout(frame.clone())) {
-            Ok(()) => {}
-            Err(SendError::Full(msg)) => waiting.push((addr.clone(), msg)),
-            // The room lost its last member since the lookup: nobody to deliver to.
-            Err(SendError::Closed(_)) => {}
+        let mut send = |addr: &actix::Addr<Room>| {
+            let msg = Fanout {
+                frame: frame.clone(),
+                except,
+            };
+            match addr.try_send(msg) {
+                Ok(()) => {}
+                Err(SendError::Full(msg)) => waiting.push((addr.clone(), msg)),
+                // The room lost its last member since the lookup: nobody to deliver to.
+                Err(SendError::Closed(_)) => {}
+            }
         };
         match scope {
             Scope::Worker => {
-                if let Some(addr) = self.worker.local_room(&room) {
+                if let Some(addr) = self.worker.local_room(room) {
                     send(&addr);
                 }
             }
-            Scope::Node | Scope::Cluster => self.node.broadcaster.for_each_worker(&room, send),
+            Scope::Node | Scope::Cluster => self.node.broadcaster.for_each_worker(room, send),
         }
         if waiting.is_empty() {
-            return self.send(&ServerFrame::Ack { id });
+            return done(self);
         }
         // A room's queue is full: wait for room there instead of dropping or queueing without
         // bound. `wait` also stops this session reading further frames until then, which pushes
@@ -224,9 +347,63 @@ impl WsSession {
                 let _ = addr.send(msg).await;
             }
         };
-        ctx.wait(fut.into_actor(self).map(move |(), act, _| {
-            act.send(&ServerFrame::Ack { id });
-        }));
+        ctx.wait(fut.into_actor(self).map(move |(), act, _| done(act)));
+    }
+
+    /// `refresh`: replaces the session's token with a newer one for the same user.
+    fn refresh(&mut self, token: &str, id: Option<u64>, ctx: &mut WsContext) {
+        let policy = self.node.policy.load();
+        let Some(key) = policy.token() else {
+            return self.send_error(id, ErrorCode::InvalidToken, "tokens are not in use here");
+        };
+        let claims = match key.verify(token, unix_now()) {
+            Ok(claims) => claims,
+            Err(e) => return self.send_error(id, ErrorCode::InvalidToken, &e.to_string()),
+        };
+        // Others see a session's user in its messages; a refresh must not turn it into another.
+        if claims.sub.as_deref() != self.user() {
+            return self.send_error(id, ErrorCode::InvalidToken, "the token is for another user");
+        }
+        self.claims = Some(Box::new(claims));
+        self.arm_expiry(ctx);
+        self.send(&ServerFrame::Ack { id });
+    }
+
+    /// A relay member's message: to every other member of its room, in the same frame type.
+    fn relay(&mut self, opcode: u8, payload: &[u8], ctx: &mut WsContext) {
+        let Some(relay) = &self.relay else { return };
+        if !relay.may_send {
+            Stats::add(&self.node.stats.protocol_errors, 1);
+            return self.close(
+                ctx,
+                close::POLICY_VIOLATION,
+                "the token does not grant sending",
+            );
+        }
+        let key = relay.key.clone();
+        Stats::add(&self.node.stats.published, 1);
+        self.fan_out(
+            &key,
+            frame(opcode, payload),
+            Scope::Node,
+            Some(self.id),
+            ctx,
+            |_| {},
+        );
+    }
+
+    /// A whole message from the client, in the session's mode.
+    fn on_message(&mut self, opcode: u8, payload: &[u8], ctx: &mut WsContext) {
+        match self.mode {
+            Mode::Json if opcode == 0x1 => match std::str::from_utf8(payload) {
+                Ok(text) => self.on_text(text, ctx),
+                // The reader checked text frames already; this cannot happen.
+                Err(_) => self.close(ctx, close::INVALID_PAYLOAD, "invalid utf-8"),
+            },
+            Mode::Json => self.refuse_binary(),
+            Mode::Relay => self.relay(opcode, payload, ctx),
+            Mode::Echo => self.out.borrow_mut().push(frame(opcode, payload)),
+        }
     }
 
     fn on_fragment(&mut self, item: Item, ctx: &mut WsContext) {
@@ -242,8 +419,8 @@ impl WsSession {
                     .push(&b)
                     .and_then(|()| r.finish())
                     .map(|whole| match whole {
-                        Assembled::Text(text) => self.on_text(&text, ctx),
-                        Assembled::Binary => self.refuse_binary(),
+                        Assembled::Text(text) => self.on_message(0x1, text.as_bytes(), ctx),
+                        Assembled::Binary(data) => self.on_message(0x2, &data, ctx),
                     }),
                 None => Ok(()),
             },
@@ -270,8 +447,9 @@ impl StreamHandler<Inbound> for WsSession {
         }
         self.out.borrow_mut().last_heard = Instant::now();
         match item {
-            Ok(Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(Message::Binary(_)) => self.refuse_binary(),
+            Ok(Message::Text(text)) if self.mode == Mode::Json => self.on_text(&text, ctx),
+            Ok(Message::Text(text)) => self.on_message(0x1, text.as_bytes(), ctx),
+            Ok(Message::Binary(data)) => self.on_message(0x2, &data, ctx),
             Ok(Message::Continuation(item)) => self.on_fragment(item, ctx),
             Ok(Message::Ping(payload)) => self.out.borrow_mut().control(0xA, &payload),
             Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
@@ -311,4 +489,10 @@ impl Handler<GoAway> for WsSession {
     fn handle(&mut self, _: GoAway, ctx: &mut WsContext) {
         self.close(ctx, close::GOING_AWAY, close::GOING_AWAY_REASON);
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

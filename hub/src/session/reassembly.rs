@@ -20,7 +20,7 @@ pub(crate) struct Reassembly {
 #[derive(Debug)]
 pub(crate) enum Assembled {
     Text(String),
-    Binary,
+    Binary(BytesMut),
 }
 
 /// The message's text is not UTF-8.
@@ -39,11 +39,10 @@ impl Reassembly {
     }
 
     pub(crate) fn push(&mut self, fragment: &[u8]) -> Result<(), InvalidUtf8> {
+        self.buf.extend_from_slice(fragment);
         if !self.text {
-            // Binary messages are refused whole once complete; their bytes are not kept.
             return Ok(());
         }
-        self.buf.extend_from_slice(fragment);
         match std::str::from_utf8(&self.buf[self.checked..]) {
             Ok(_) => self.checked = self.buf.len(),
             // A sequence cut at the fragment's end may be completed by the next fragment.
@@ -55,7 +54,7 @@ impl Reassembly {
 
     pub(crate) fn finish(self) -> Result<Assembled, InvalidUtf8> {
         if !self.text {
-            return Ok(Assembled::Binary);
+            return Ok(Assembled::Binary(self.buf));
         }
         String::from_utf8(self.buf.to_vec())
             .map(Assembled::Text)
@@ -77,8 +76,18 @@ mod tests {
             r.push(&bytes[cut..]).unwrap();
             match r.finish().unwrap() {
                 Assembled::Text(t) => assert_eq!(t, s),
-                Assembled::Binary => panic!("text expected"),
+                Assembled::Binary(_) => panic!("text expected"),
             }
+        }
+    }
+
+    #[test]
+    fn binary_fragments_are_joined_without_utf8_checks() {
+        let mut r = Reassembly::start(false, &[0xff, 0x00]).unwrap();
+        r.push(&[0xfe]).unwrap();
+        match r.finish().unwrap() {
+            Assembled::Binary(b) => assert_eq!(&b[..], &[0xff, 0x00, 0xfe]),
+            Assembled::Text(_) => panic!("binary expected"),
         }
     }
 

@@ -38,12 +38,13 @@ use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
-use switchboard_protocol::{close, PROTOCOL};
+use switchboard_admin::{policy::NegotiationError, Mode, Negotiation};
+use switchboard_protocol::{close, validate_room};
 use tokio::time::{sleep, Sleep};
 
 use super::{
     outbox::{Outbox, SharedOutbox},
-    WsSession,
+    relay_room_key, unix_now, Admission, RelayRoom, WsSession,
 };
 use crate::{
     node::{ConnectionSlot, Node},
@@ -140,62 +141,264 @@ pub(crate) async fn serve_upgrade(
     let verdict = handshake(&req, &node);
     drop(req);
     match verdict {
-        Ok((head, slot)) => run(io, read_buf, head, slot, node, rooms).await,
+        Ok(accepted) => run(io, read_buf, accepted, node, rooms).await,
         // Boxed: an error response is rare, and its future must not size every connection's.
         Err(refusal) => {
-            let _ = Box::pin(respond(io, refusal)).await;
+            let _ = Box::pin(respond(io, *refusal)).await;
         }
     }
     Ok(())
 }
 
-/// Why a handshake is refused: HTTP status, error code and message.
-type Refusal = (u16, &'static str, &'static str);
+/// A handshake refused with an HTTP error: status, error code, message and, for a subprotocol
+/// refusal, the names the endpoint accepts.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    code: &'static str,
+    message: String,
+    accepted: Vec<String>,
+}
 
-/// Checks an upgrade request; on success, the 101 response head and a connection slot.
-fn handshake(req: &Request, node: &Arc<Node>) -> Result<(Vec<u8>, ConnectionSlot), Refusal> {
-    if req.path() != node.config.ws_path {
-        return Err((404, "not_found", "no such endpoint"));
-    }
+fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Box<Refusal> {
+    Box::new(Refusal {
+        status,
+        code,
+        message: message.into(),
+        accepted: Vec::new(),
+    })
+}
+
+/// A handshake that passed every check: the 101 response head, the connection slot and what
+/// the session may do.
+struct Accepted {
+    head: Vec<u8>,
+    slot: ConnectionSlot,
+    admission: Admission,
+}
+
+/// Most subprotocol names a client may offer; a real client offers a handful.
+const MAX_OFFERED_PROTOCOLS: usize = 32;
+
+/// Checks an upgrade request against the live policy, in the order a client can act on: which
+/// endpoint (404), a valid WebSocket handshake (400), the Origin (403), the subprotocol (400),
+/// the token (401), the relay room (400/403), and finally whether the node takes sessions (503).
+fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box<Refusal>> {
+    let policy = node.policy.load();
+    let Some((endpoint, rest)) = policy.route(req.path()) else {
+        return Err(refuse(404, "not_found", "no such endpoint"));
+    };
     if verify_handshake(req.head()).is_err() {
-        return Err((400, "bad_handshake", "not a valid WebSocket handshake"));
+        return Err(refuse(
+            400,
+            "bad_handshake",
+            "not a valid WebSocket handshake",
+        ));
     }
     let Some(key) = req.headers().get("sec-websocket-key") else {
-        return Err((400, "bad_handshake", "missing Sec-WebSocket-Key"));
+        return Err(refuse(400, "bad_handshake", "missing Sec-WebSocket-Key"));
     };
+
+    let mut origins = req.headers().get_all("origin");
+    let origin = match (origins.next(), origins.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .map_err(|_| refuse(403, "origin_not_allowed", "the Origin header is not text"))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(refuse(
+                403,
+                "origin_not_allowed",
+                "more than one Origin header",
+            ))
+        }
+    };
+    if !endpoint.origin_allowed(origin) {
+        let message = match origin {
+            None => format!(
+                "endpoint {:?} accepts only listed origins and the request has no Origin header",
+                endpoint.name
+            ),
+            Some(origin) => format!(
+                "origin {:?} is not allowed on endpoint {:?}",
+                truncate(origin, 200),
+                endpoint.name
+            ),
+        };
+        return Err(refuse(403, "origin_not_allowed", message));
+    }
+
+    let mut offered = Vec::new();
+    for value in req.headers().get_all("sec-websocket-protocol") {
+        let value = value
+            .to_str()
+            .map_err(|_| refuse(400, "bad_handshake", "Sec-WebSocket-Protocol is not text"))?;
+        offered.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()));
+        if offered.len() > MAX_OFFERED_PROTOCOLS {
+            return Err(refuse(
+                400,
+                "bad_handshake",
+                format!("more than {MAX_OFFERED_PROTOCOLS} subprotocols offered"),
+            ));
+        }
+    }
+    let negotiation = endpoint.negotiate(offered.iter().copied()).map_err(|e| {
+        let message = match e {
+            NegotiationError::Required => {
+                format!("endpoint {:?} requires a subprotocol", endpoint.name)
+            }
+            NegotiationError::NoneAccepted => format!(
+                "endpoint {:?} accepts none of the offered subprotocols",
+                endpoint.name
+            ),
+        };
+        Box::new(Refusal {
+            status: 400,
+            code: "subprotocol_not_accepted",
+            message,
+            accepted: endpoint
+                .accepted_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
+    })?;
+    let mode = endpoint.mode_for(&negotiation);
+
+    let claims = match policy.token() {
+        None => None,
+        Some(token_key) => {
+            let token = bearer_token(req)?
+                .or_else(|| query_token(req))
+                .ok_or_else(|| refuse(401, "unauthorized", "missing token"))?;
+            let claims = token_key
+                .verify(&token, unix_now())
+                .map_err(|e| refuse(401, "unauthorized", e.to_string()))?;
+            Some(Box::new(claims))
+        }
+    };
+
+    let relay = match mode {
+        Mode::Relay => {
+            let room = percent_encoding::percent_decode_str(rest)
+                .decode_utf8()
+                .map_err(|_| refuse(400, "invalid_room", "the room in the path is not UTF-8"))?;
+            if room.is_empty() {
+                return Err(refuse(
+                    400,
+                    "invalid_room",
+                    format!(
+                        "a relay path names a room: {}/<room>",
+                        endpoint.path.trim_end_matches('/')
+                    ),
+                ));
+            }
+            validate_room(&room).map_err(|(_, message)| refuse(400, "invalid_room", message))?;
+            if claims.as_ref().is_some_and(|c| !c.may_subscribe(&room)) {
+                return Err(refuse(
+                    403,
+                    "forbidden",
+                    "the token does not grant this room",
+                ));
+            }
+            Some(RelayRoom {
+                key: relay_room_key(&endpoint.name, &room),
+                may_send: match &claims {
+                    Some(c) => c.may_publish(&room),
+                    None => true,
+                },
+            })
+        }
+        Mode::Json | Mode::Echo => None,
+    };
+
     if node.is_draining() {
-        return Err((503, "draining", "the node is shutting down"));
+        return Err(refuse(503, "draining", "the node is shutting down"));
     }
     let Some(slot) = node.try_acquire_slot() else {
         Stats::add(&node.stats.refused_at_limit, 1);
-        return Err((503, "limit_exceeded", "the node is at its connection limit"));
+        return Err(refuse(
+            503,
+            "limit_exceeded",
+            "the node is at its connection limit",
+        ));
     };
     let accept = hash_key(key.as_bytes());
-    let offers_protocol = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == PROTOCOL);
     let mut head = Vec::with_capacity(160);
     head.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     head.extend_from_slice(&accept);
-    if offers_protocol {
+    if let Negotiation::Protocol(protocol) = negotiation {
         head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
-        head.extend_from_slice(PROTOCOL.as_bytes());
+        head.extend_from_slice(protocol.name.as_bytes());
     }
     head.extend_from_slice(b"\r\n\r\n");
-    Ok((head, slot))
+    Ok(Accepted {
+        head,
+        slot,
+        admission: Admission {
+            mode,
+            relay,
+            claims,
+        },
+    })
+}
+
+/// The token of an `Authorization: Bearer` header, if the request has one.
+fn bearer_token(req: &Request) -> Result<Option<String>, Box<Refusal>> {
+    let Some(value) = req.headers().get("authorization") else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| refuse(401, "unauthorized", "the Authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(refuse(
+            401,
+            "unauthorized",
+            "Authorization is not a Bearer token",
+        )),
+    }
+}
+
+/// The `token` query parameter: browsers cannot set headers on a WebSocket handshake.
+fn query_token(req: &Request) -> Option<String> {
+    let query = req.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("token=")?;
+        percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .ok()
+            .map(|t| t.into_owned())
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Runs an accepted session until its connection ends.
 async fn run(
     io: TcpStream,
     early: BytesMut,
-    head: Vec<u8>,
-    slot: ConnectionSlot,
+    Accepted {
+        head,
+        slot,
+        admission,
+    }: Accepted,
     node: Arc<Node>,
     rooms: Rc<WorkerRooms>,
 ) {
@@ -209,7 +412,7 @@ async fn run(
     let grace = node.config.heartbeat.max(Duration::from_secs(1));
     let outbox = Outbox::new(node.config.outbox_capacity, budget);
     outbox.borrow_mut().push(Bytes::from(head));
-    let session = WsSession::new(node.clone(), rooms, slot, outbox.clone());
+    let session = WsSession::new(node.clone(), rooms, slot, outbox.clone(), admission);
     let reader = WsReader::new(io.clone(), early, max);
     let body = ws::WebsocketContext::with_factory(futures_util::stream::pending(), move |ctx| {
         use actix::AsyncContext;
@@ -224,15 +427,32 @@ async fn run(
 }
 
 /// Writes a short JSON error response and closes the connection.
-async fn respond(io: TcpStream, (status, code, message): Refusal) -> Result<(), io::Error> {
+async fn respond(io: TcpStream, refusal: Refusal) -> Result<(), io::Error> {
+    let Refusal {
+        status,
+        code,
+        message,
+        accepted,
+    } = refusal;
     let reason = match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         _ => "Service Unavailable",
     };
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if code == "subprotocol_not_accepted" {
+        error["accepted"] = serde_json::json!(accepted);
+    }
+    let body = serde_json::json!({ "error": error }).to_string();
+    let challenge = if status == 401 {
+        "www-authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n{body}",
         body.len()
     );
     let mut bytes = response.as_bytes();

@@ -32,6 +32,8 @@ pub const HEARTBEAT_TIMEOUT: u16 = 4003;
 pub const SLOW_CONSUMER_REASON: &str = "slow consumer";
 /// The reason text sent with [`GOING_AWAY`] on shutdown.
 pub const GOING_AWAY_REASON: &str = "going away";
+/// The reason text sent with [`KICKED`].
+pub const KICKED_REASON: &str = "kicked";
 /// The reason text sent with [`TOKEN_EXPIRED`].
 pub const TOKEN_EXPIRED_REASON: &str = "token expired";
 /// The reason text sent with [`HEARTBEAT_TIMEOUT`].

@@ -22,6 +22,8 @@ pub enum ServerFrame<'a> {
         /// The publisher's user id (its token's `sub`), when it has one.
         user: Option<&'a str>,
     },
+    /// A message to this session alone, from the operator (`from` is `"admin"`).
+    Direct { data: &'a RawValue, from: &'a str },
     /// A request failed; the session stays open.
     Error {
         id: Option<u64>,
@@ -91,6 +93,13 @@ impl ServerFrame<'_> {
                     out.push_str(r#","user":"#);
                     push_json_str(&mut out, user);
                 }
+                out.push('}');
+            }
+            ServerFrame::Direct { data, from } => {
+                out.push_str(r#"{"op":"direct","data":"#);
+                out.push_str(data.get());
+                out.push_str(r#","from":"#);
+                push_json_str(&mut out, from);
                 out.push('}');
             }
             ServerFrame::Error { id, code, message } => {

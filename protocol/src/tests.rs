@@ -1213,3 +1213,17 @@ fn message_len_matches_for_long_strings() {
         encoded.len()
     );
 }
+
+#[test]
+fn direct_carries_data_verbatim_and_from() {
+    let data = raw(r#"{ "n" : 1.50 }"#);
+    let text = ServerFrame::Direct {
+        data: &data,
+        from: "admin",
+    }
+    .encode();
+    assert_eq!(
+        text,
+        r#"{"op":"direct","data":{ "n" : 1.50 },"from":"admin"}"#
+    );
+}

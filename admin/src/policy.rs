@@ -14,6 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use switchboard_protocol::PROTOCOL;
+use utoipa::ToSchema;
 
 use crate::origin::{OriginError, OriginRule};
 use crate::token::TokenKey;
@@ -36,7 +37,7 @@ pub const MAX_SUBPROTOCOLS: usize = 64;
 pub const MAX_TOKEN_NAME_BYTES: usize = 128;
 
 /// What a session does with the messages its client sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The `switchboard.v1` protocol: JSON frames to subscribe, publish and so on.
@@ -87,14 +88,14 @@ impl fmt::Display for Mode {
 /// A `Sec-WebSocket-Protocol` name an endpoint accepts, and the mode a session that picked it
 /// runs in. Letting the subprotocol choose the mode allows one path to serve both
 /// `switchboard.v1` clients and plain relay clients.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Subprotocol {
     pub name: String,
     pub mode: Mode,
 }
 
 /// One WebSocket endpoint: a path prefix and the terms for connecting to it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Endpoint {
     /// How the admin API and the logs refer to the endpoint.
     pub name: String,
@@ -103,6 +104,7 @@ pub struct Endpoint {
     /// The mode of a session that negotiated no subprotocol.
     pub mode: Mode,
     /// Pages allowed to connect; empty allows every client, browser or not.
+    #[schema(value_type = Vec<String>, example = json!(["https://app.example.com"]))]
     pub origins: Vec<OriginRule>,
     /// Accepted subprotocols, in the endpoint's order of preference for listings only: the
     /// client's order decides (see [`Endpoint::negotiate`]).
@@ -729,8 +731,18 @@ impl PolicyStore {
     /// the policy unchanged.
     pub fn update<F: FnMut(&Policy) -> Result<Policy, PolicyError>>(
         &self,
-        mut f: F,
+        f: F,
     ) -> Result<Arc<Policy>, PolicyError> {
+        self.try_update(f)
+    }
+
+    /// [`update`](Self::update) for edits that can be refused for reasons of their own (a
+    /// duplicate, a missing item) besides the policy's validation, so that the refusal reaches
+    /// the caller as it was decided, from the same attempt that saw the policy.
+    pub fn try_update<E, F>(&self, mut f: F) -> Result<Arc<Policy>, E>
+    where
+        F: FnMut(&Policy) -> Result<Policy, E>,
+    {
         let mut current = self.current.load_full();
         loop {
             let next = Arc::new(f(&current)?);

@@ -1,0 +1,82 @@
+//! The [`Hub`] behind a trait object.
+//!
+//! `Hub` has async methods and so cannot be a trait object itself; boxing its futures here lets
+//! every handler and the OpenAPI annotations on them be ordinary, non-generic functions, and
+//! compiles the routes once rather than once per hub type.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::value::RawValue;
+use switchboard_protocol::Scope;
+
+use crate::hub::{Hub, HubError, RoomDetail, RoomSummary, SessionInfo};
+use crate::policy::PolicyStore;
+
+/// A future polled on the worker that created it.
+pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+pub(crate) trait DynHub: Send + Sync {
+    fn rooms(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<RoomSummary>;
+    fn room<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Option<RoomDetail>>;
+    fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo>;
+    fn session(&self, id: &str) -> Option<SessionInfo>;
+    fn kick(&self, id: &str) -> bool;
+    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError>;
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        data: &'a RawValue,
+        scope: Scope,
+    ) -> LocalFuture<'a, Result<(), HubError>>;
+    fn ready(&self) -> bool;
+    fn metrics(&self) -> String;
+    fn policy(&self) -> &PolicyStore;
+}
+
+impl<H: Hub + Send + Sync> DynHub for H {
+    fn rooms(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<RoomSummary> {
+        Hub::rooms(self, prefix, after, limit)
+    }
+
+    fn room<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Option<RoomDetail>> {
+        Box::pin(Hub::room(self, name))
+    }
+
+    fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo> {
+        Hub::sessions(self, after, limit)
+    }
+
+    fn session(&self, id: &str) -> Option<SessionInfo> {
+        Hub::session(self, id)
+    }
+
+    fn kick(&self, id: &str) -> bool {
+        Hub::kick(self, id)
+    }
+
+    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
+        Hub::send(self, id, data)
+    }
+
+    fn publish<'a>(
+        &'a self,
+        room: &'a str,
+        data: &'a RawValue,
+        scope: Scope,
+    ) -> LocalFuture<'a, Result<(), HubError>> {
+        Box::pin(Hub::publish(self, room, data, scope))
+    }
+
+    fn ready(&self) -> bool {
+        Hub::ready(self)
+    }
+
+    fn metrics(&self) -> String {
+        Hub::metrics(self)
+    }
+
+    fn policy(&self) -> &PolicyStore {
+        Hub::policy(self)
+    }
+}

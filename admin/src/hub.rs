@@ -1,0 +1,110 @@
+//! The boundary between the admin API and a running hub.
+//!
+//! The API is plain request handling; rooms, sessions and metrics live in the hub's actors. The
+//! [`Hub`] trait is the whole of what the API may ask of them, so this crate builds and is
+//! tested without the hub, and the hub is free to change how it answers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use switchboard_protocol::Scope;
+use utoipa::ToSchema;
+
+use crate::policy::{Mode, PolicyStore};
+
+/// What the admin API needs from a running hub. Implemented by the hub; this crate knows
+/// nothing of actors.
+///
+/// Handlers run on the HTTP worker threads and may call any method concurrently; the two async
+/// methods are awaited on the worker that received the request, so their futures need not be
+/// `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Hub: 'static {
+    /// Rooms with members on this node whose name starts with `prefix`, in name order, after
+    /// `after` (exclusive), at most `limit`.
+    fn rooms(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<RoomSummary>;
+
+    /// One room's members on this node; `None` if it has none.
+    async fn room(&self, name: &str) -> Option<RoomDetail>;
+
+    /// Sessions in id order after `after` (exclusive), at most `limit`.
+    fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo>;
+
+    /// One session; `None` if there is no session with this id.
+    fn session(&self, id: &str) -> Option<SessionInfo>;
+
+    /// Closes the session with 4001 "kicked"; false if no such session.
+    fn kick(&self, id: &str) -> bool;
+
+    /// Delivers `{"op":"direct","data":..,"from":"admin"}` to one session.
+    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError>;
+
+    /// Publishes to a room as a client publish would, with `from` = `"admin"`.
+    async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError>;
+
+    /// True while the node accepts new sessions (false while draining).
+    fn ready(&self) -> bool;
+
+    /// The Prometheus text exposition of the node's metrics.
+    fn metrics(&self) -> String;
+
+    /// The live handshake policy.
+    fn policy(&self) -> &PolicyStore;
+}
+
+/// Why the hub refused a [`Hub::send`] or [`Hub::publish`]. The API answers 404, 413 and 503
+/// respectively.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("not found")]
+    NotFound,
+    #[error("message of {size} bytes is over the {limit}-byte limit")]
+    TooLarge { limit: usize, size: usize },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A room with members on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoomSummary {
+    pub name: String,
+    /// Members on this node only: other nodes of a cluster are not counted.
+    pub members: usize,
+}
+
+/// One member of a room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoomMember {
+    /// The member's session id.
+    pub session: String,
+    /// The `sub` of the session's access token, if it had one.
+    #[schema(required = true)]
+    pub user: Option<String>,
+    /// The index of the worker thread serving the session.
+    pub worker: usize,
+}
+
+/// A room and its members on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoomDetail {
+    pub name: String,
+    pub members: Vec<RoomMember>,
+}
+
+/// One WebSocket session on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub id: String,
+    /// The `sub` of the session's access token, if it had one.
+    #[schema(required = true)]
+    pub user: Option<String>,
+    /// The name of the endpoint the session connected through.
+    pub endpoint: String,
+    /// The mode the session runs in.
+    pub mode: Mode,
+    /// The index of the worker thread serving the session.
+    pub worker: usize,
+    /// How many rooms the session is subscribed to.
+    pub subscriptions: usize,
+    /// When the handshake completed, in seconds since the Unix epoch.
+    pub connected_at: u64,
+}

@@ -37,7 +37,7 @@ impl RoomFixture {
                 .insert(SessionId(i as u64), outbox.clone());
             outboxes.push(outbox);
         }
-        let room = Room::start_here(table, node);
+        let room = Room::start_here(table, Default::default(), &node);
         RoomFixture {
             room,
             outboxes,
@@ -52,6 +52,7 @@ impl RoomFixture {
             .send(Fanout {
                 frame: self.frame.clone(),
                 except: None,
+                timer: None,
             })
             .await;
     }

@@ -35,6 +35,9 @@ struct ServeArgs {
     /// WebSocket listen address (key `listen`).
     #[arg(long)]
     listen: Option<String>,
+    /// Admin API listen address (key `admin_listen`).
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Worker threads (key `workers`).
     #[arg(long)]
     workers: Option<usize>,
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
         listen: args.listen,
+        admin_listen: args.admin_listen,
         workers: args.workers,
         node_id: args.node_id,
         log_format: args.log_format,
@@ -82,8 +86,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let admin = match crate::bind_listener(config.admin_listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %config.admin_listen, error = %e, "cannot listen (admin)");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let system = actix_rt::System::new();
-    match system.block_on(crate::serve(config, listener, shutdown_signal())) {
+    match system.block_on(crate::serve_with_admin(
+        config,
+        listener,
+        admin,
+        shutdown_signal(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "hub failed");

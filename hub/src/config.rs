@@ -14,6 +14,8 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
 /// Default WebSocket listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default admin API listen address: loopback, so that it needs no token to be safe.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// Default ping interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
 /// Default capacity of a session's outgoing queue, in messages.
@@ -48,6 +50,13 @@ pub struct Config {
     /// The handshake policy at start: endpoints (built-in `default` at `/ws` merged with the
     /// file's `[[endpoints]]`) and the token key. The node's live copy may change at runtime.
     pub policy: Policy,
+    /// Address of the admin API listener (routes, health, metrics).
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin routes require; required when `admin_listen` is not loopback.
+    pub admin_token: Option<Secret>,
+    /// Directory of the state file that keeps admin API policy changes across restarts; without
+    /// it they last until the process ends.
+    pub state_dir: Option<std::path::PathBuf>,
     /// Number of worker threads serving sessions.
     pub workers: usize,
     /// This node's id, shown in `welcome` frames and logs.
@@ -76,6 +85,23 @@ pub struct Config {
     pub log_level: String,
 }
 
+/// A secret from the configuration: its `Debug` never shows it, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// A configuration that could not be loaded, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -98,6 +124,9 @@ pub enum ConfigError {
 const KEYS: &[(&str, ValueKind)] = &[
     ("listen", ValueKind::String),
     ("token_secret", ValueKind::String),
+    ("admin_listen", ValueKind::String),
+    ("admin_token", ValueKind::String),
+    ("state_dir", ValueKind::String),
     ("workers", ValueKind::Number),
     ("node_id", ValueKind::String),
     ("heartbeat", ValueKind::Number),
@@ -124,6 +153,9 @@ enum ValueKind {
 struct FileConfig {
     listen: Option<String>,
     token_secret: Option<String>,
+    admin_listen: Option<String>,
+    admin_token: Option<String>,
+    state_dir: Option<String>,
     #[serde(default)]
     endpoints: Vec<EndpointSpec>,
     workers: Option<i64>,
@@ -145,6 +177,8 @@ struct FileConfig {
 pub struct Overrides {
     /// `--listen`
     pub listen: Option<String>,
+    /// `--admin-listen`
+    pub admin_listen: Option<String>,
     /// `--workers`
     pub workers: Option<usize>,
     /// `--node-id`
@@ -192,6 +226,9 @@ impl Config {
         };
         if let Some(v) = &overrides.listen {
             set("listen", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &overrides.admin_listen {
+            set("admin_listen", toml::Value::String(v.clone()));
         }
         if let Some(v) = overrides.workers {
             set("workers", toml::Value::Integer(v as i64));
@@ -285,6 +322,27 @@ impl FileConfig {
                 format!("{listen_text:?} is not an address like 0.0.0.0:8080"),
             )
         })?;
+        let admin_text = self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+        let admin_listen = admin_text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "admin_listen",
+                format!("{admin_text:?} is not an address like 127.0.0.1:8081"),
+            )
+        })?;
+        let admin_token = self.admin_token.filter(|t| !t.is_empty()).map(Secret);
+        if admin_token.is_none() && !admin_listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin_token",
+                format!(
+                    "the admin listener {admin_listen} is reachable beyond this host: set admin_token \
+                     (or SWITCHBOARD_ADMIN_TOKEN), or listen on a loopback address"
+                ),
+            ));
+        }
+        let state_dir = self
+            .state_dir
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from);
         let token = match self.token_secret.as_deref() {
             None | Some("") => None,
             Some(secret) => Some(
@@ -380,6 +438,9 @@ impl FileConfig {
         }
         Ok(Config {
             listen,
+            admin_listen,
+            admin_token,
+            state_dir,
             policy,
             workers,
             node_id,

@@ -13,8 +13,9 @@
 //! - `room.rs`: the `Room` actor, one per room per worker, fanning out to that worker's members.
 //! - `broadcaster.rs`: `Broadcaster`, which workers have members of which room.
 //! - `messages.rs`: the messages actors exchange.
+//! - `control.rs`: [`Control`], the hub's side of the admin API (`switchboard_admin::Hub`).
 //! - `shutdown.rs`: the drain, closing sessions spread over a window.
-//! - `stats.rs`: node-wide counters.
+//! - `metrics.rs`: the Prometheus metrics, resolved once so that hot paths only add to atomics.
 //!
 //! # The path of a publish
 //! The publishing session validates the frame and encodes the outgoing `message` frame once,
@@ -34,20 +35,21 @@ pub mod config;
 pub mod bench_support;
 
 mod broadcaster;
+mod control;
 mod messages;
+pub mod metrics;
 mod node;
 mod room;
 mod server;
 mod session;
 mod shutdown;
-mod stats;
 mod worker;
 
 use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
 
+pub use control::Control;
 pub use node::Node;
-pub use server::{bind_listener, serve, serve_node};
-pub use stats::Stats;
+pub use server::{bind_listener, serve, serve_node, serve_with_admin};
 
 /// A session's id, unique within the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

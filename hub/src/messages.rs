@@ -4,7 +4,9 @@
 use actix::Message;
 use bytes::Bytes;
 
-use crate::SessionId;
+use std::sync::Arc;
+
+use crate::{metrics::FanoutTimer, SessionId};
 
 /// A complete WebSocket frame (header and payload) as it goes on the wire, encoded once per
 /// publish and shared by reference count between every recipient: server frames are not masked,
@@ -18,6 +20,8 @@ pub(crate) type Frame = Bytes;
 pub(crate) struct Fanout {
     pub(crate) frame: Frame,
     pub(crate) except: Option<SessionId>,
+    /// Shared by every room the publish was handed to; `None` where nobody times it.
+    pub(crate) timer: Option<Arc<FanoutTimer>>,
 }
 
 /// To a session: the node is shutting down; close with 1001 "going away".
@@ -26,3 +30,13 @@ pub(crate) struct Fanout {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct GoAway;
+
+/// To a session: an operator closes it with 4001 "kicked".
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Kick;
+
+/// To a session: a `direct` frame from the admin API, encoded, to queue like a delivery.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Direct(pub(crate) Frame);

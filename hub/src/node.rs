@@ -10,11 +10,9 @@ use std::{
 
 use actix::Addr;
 use dashmap::DashMap;
-use switchboard_admin::PolicyStore;
+use switchboard_admin::{Mode, PolicyStore};
 
-use crate::{
-    broadcaster::Broadcaster, config::Config, session::WsSession, stats::Stats, SessionId,
-};
+use crate::{broadcaster::Broadcaster, config::Config, session::WsSession, SessionId};
 
 /// Node-wide state: configuration, the broadcaster, the live sessions and the counters.
 #[derive(Debug)]
@@ -23,15 +21,13 @@ pub struct Node {
     pub(crate) broadcaster: Broadcaster,
     /// The live handshake policy: read by every handshake, replaced whole by the admin API.
     pub policy: Arc<PolicyStore>,
-    /// Every live session, for shutdown (and, later, the admin API).
-    pub(crate) sessions: DashMap<SessionId, Addr<WsSession>>,
+    /// Every live session, for shutdown and the admin API.
+    pub(crate) sessions: DashMap<SessionId, SessionEntry>,
     connections: AtomicUsize,
     draining: AtomicBool,
     next_session: AtomicU64,
     /// Distinguishes this process's session ids from those of earlier runs and other nodes.
     instance: u32,
-    /// The node's counters.
-    pub stats: Stats,
 }
 
 impl Node {
@@ -51,7 +47,6 @@ impl Node {
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             instance,
-            stats: Stats::default(),
         })
     }
 
@@ -95,6 +90,37 @@ impl Node {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         (SessionId(n), format!("{:08x}-{n}", self.instance))
     }
+
+    /// The session id for its wire form, if the form is one of this node's.
+    pub(crate) fn parse_session_id(&self, label: &str) -> Option<SessionId> {
+        let (instance, n) = label.split_once('-')?;
+        if instance != format!("{:08x}", self.instance) {
+            return None;
+        }
+        n.parse().ok().map(SessionId)
+    }
+}
+
+/// A live session as the node sees it.
+#[derive(Debug)]
+pub(crate) struct SessionEntry {
+    pub(crate) addr: Addr<WsSession>,
+    pub(crate) info: Arc<SessionInfo>,
+}
+
+/// What a session tells the rest of the node about itself; shared with the session, which
+/// keeps `subscriptions` current.
+#[derive(Debug)]
+pub(crate) struct SessionInfo {
+    /// The id as clients see it.
+    pub(crate) label: String,
+    pub(crate) user: Option<String>,
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) mode: Mode,
+    pub(crate) worker: usize,
+    /// Unix seconds.
+    pub(crate) connected_at: u64,
+    pub(crate) subscriptions: AtomicUsize,
 }
 
 /// One of the node's `max_connections` slots, released on drop.

@@ -4,11 +4,18 @@
 //! [`crate::worker::WorkerRooms`], so that subscribe and unsubscribe take effect synchronously,
 //! before their ack, while publishes queue in the room's bounded mailbox.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
-use crate::{messages::Fanout, node::Node, session::SharedOutbox, stats::Stats, SessionId};
+use crate::{
+    broadcaster::MemberCount,
+    messages::Fanout,
+    metrics::{metrics, Drop as Dropped},
+    node::Node,
+    session::SharedOutbox,
+    SessionId,
+};
 
 /// The members of one room on one worker: each session's outbox, by session id.
 pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
@@ -20,7 +27,8 @@ pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 #[derive(Debug)]
 pub(crate) struct Room {
     members: Members,
-    node: Arc<Node>,
+    /// The member count the admin API reads; kept in step when the room drops evicted members.
+    count: MemberCount,
     /// Publishes fanned out since the room last yielded its thread.
     burst: usize,
 }
@@ -36,16 +44,29 @@ const FANOUT_BATCH: usize = 32;
 
 impl Room {
     /// Starts a room actor on the current worker.
-    pub(crate) fn start_here(members: Members, node: Arc<Node>) -> Addr<Room> {
+    pub(crate) fn start_here(members: Members, count: MemberCount, node: &Node) -> Addr<Room> {
         let capacity = node.config.room_queue_capacity;
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
             Room {
                 members,
-                node,
+                count,
                 burst: 0,
             }
         })
+    }
+}
+
+/// To a [`Room`]: the ids of its members on its worker (for the admin API).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "Vec<SessionId>")]
+pub(crate) struct ListMembers;
+
+impl Handler<ListMembers> for Room {
+    type Result = actix::MessageResult<ListMembers>;
+
+    fn handle(&mut self, _: ListMembers, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.members.borrow().keys().copied().collect())
     }
 }
 
@@ -56,7 +77,15 @@ impl Actor for Room {
 impl Handler<Fanout> for Room {
     type Result = ();
 
-    fn handle(&mut self, Fanout { frame, except }: Fanout, ctx: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        Fanout {
+            frame,
+            except,
+            timer,
+        }: Fanout,
+        ctx: &mut Context<Self>,
+    ) {
         self.burst += 1;
         if self.burst >= FANOUT_BATCH {
             self.burst = 0;
@@ -91,9 +120,14 @@ impl Handler<Fanout> for Room {
             members.insert(id, outbox);
         }
         drop(members);
-        Stats::add(&self.node.stats.delivered, delivered);
+        metrics().delivered.inc_by(delivered);
         if evicted > 0 {
-            Stats::add(&self.node.stats.dropped_slow, evicted);
+            metrics().dropped(Dropped::SlowConsumer, evicted);
+            self.count
+                .fetch_sub(evicted as usize, std::sync::atomic::Ordering::Relaxed);
+            metrics().subscriptions.sub(evicted as i64);
         }
+        // The last room to finish with this publish records its fan-out time.
+        drop(timer);
     }
 }

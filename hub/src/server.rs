@@ -19,7 +19,7 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{dev::AppConfig, http::StatusCode, web, App, HttpRequest, HttpResponse};
 use socket2::{Domain, Socket, Type};
 
-use crate::{config::Config, node::Node, session, shutdown, worker::WorkerRooms};
+use crate::{config::Config, control::Control, node::Node, session, shutdown, worker::WorkerRooms};
 
 /// Listen backlog: connection storms (a fleet reconnecting after a deploy) must not overflow it.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -71,6 +71,64 @@ pub async fn serve_node(
     }
     shutdown::drain(&node, &handle).await;
     server.await.map_err(io::Error::other)?
+}
+
+/// Runs a hub as `switchboard serve` does: the WebSocket listener and the admin API listener
+/// (routes, health, metrics), with admin policy changes loaded from and saved to the state file
+/// when `state_dir` is set. On `shutdown` the node drains (readiness turns 503 at once) and the
+/// admin listener stops last, so health and metrics stay observable during the drain.
+pub async fn serve_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let state = config
+        .state_dir
+        .as_ref()
+        .map(switchboard_admin::StateFile::in_dir);
+    let node = Node::new(config);
+    if let Some(state) = &state {
+        let (policy, warnings) = state
+            .load(node.policy.snapshot().as_ref().clone())
+            .map_err(io::Error::other)?;
+        for warning in warnings {
+            tracing::warn!(%warning, "state file");
+        }
+        node.policy.replace(policy);
+    }
+    let admin_addr = admin_listener.local_addr()?;
+    let options = switchboard_admin::AdminOptions {
+        token: node
+            .config
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose().to_owned()),
+        state,
+    };
+    let routes = switchboard_admin::configure(Arc::new(Control::new(node.clone())), options);
+    let admin = actix_web::HttpServer::new(move || {
+        App::new()
+            .configure(routes.clone())
+            .default_service(web::to(switchboard_admin::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(admin_listener)?
+    .run();
+    let admin_handle = admin.handle();
+    tracing::info!(
+        addr = %admin_addr,
+        auth = node.config.admin_token.is_some(),
+        persisted = node.config.state_dir.is_some(),
+        "admin listening"
+    );
+    let admin = actix_rt::spawn(admin);
+    let result = serve_node(node, listener, shutdown).await;
+    admin_handle.stop(true).await;
+    let _ = admin.await;
+    result
 }
 
 fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::Server> {

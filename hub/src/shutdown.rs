@@ -21,7 +21,7 @@ pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
     let sessions: Vec<_> = node
         .sessions
         .iter()
-        .map(|e| (*e.key(), e.value().clone()))
+        .map(|e| (*e.key(), e.value().addr.clone()))
         .collect();
     let window = node.config.shutdown_window;
     tracing::info!(
@@ -43,7 +43,7 @@ pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
         .sessions
         .iter()
         .filter(|e| !told.contains(e.key()))
-        .map(|e| e.value().clone())
+        .map(|e| e.value().addr.clone())
         .collect();
     for addr in late {
         addr.do_send(GoAway);

@@ -9,17 +9,18 @@ use std::{
     cell::RefCell,
     collections::{hash_map::Entry, HashMap},
     rc::Rc,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
 use actix::Addr;
 
 use crate::{
+    broadcaster::MemberCount,
+    metrics::metrics,
     node::Node,
     room::{Members, Room},
     session::SharedOutbox,
-    stats::Stats,
     RoomName, SessionId,
 };
 
@@ -37,6 +38,8 @@ pub(crate) struct WorkerRooms {
 struct LocalRoom {
     addr: Addr<Room>,
     members: Members,
+    /// `members.len()`, readable from other threads (the admin API).
+    count: MemberCount,
 }
 
 impl WorkerRooms {
@@ -73,19 +76,14 @@ impl WorkerRooms {
 
     fn heartbeat(&self, interval: Duration, ping: bool) {
         let now = Instant::now();
-        let mut timed_out = 0;
         for out in self.sessions.borrow().values() {
             let mut out = out.borrow_mut();
             if now.saturating_duration_since(out.last_heard) > interval * 2 {
-                if out.time_out() {
-                    timed_out += 1;
-                }
+                // Counted as a disconnect (`heartbeat_timeout`) when the connection ends.
+                out.time_out();
             } else if ping {
                 out.ping();
             }
-        }
-        if timed_out > 0 {
-            Stats::add(&self.node.stats.heartbeat_timeouts, timed_out);
         }
     }
 
@@ -112,14 +110,25 @@ impl WorkerRooms {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let members = Members::default();
-                let addr = Room::start_here(members.clone(), self.node.clone());
-                self.node
-                    .broadcaster
-                    .register(room.clone(), self.index, addr.clone());
-                e.insert(LocalRoom { addr, members })
+                let count = MemberCount::default();
+                let addr = Room::start_here(members.clone(), count.clone(), &self.node);
+                self.node.broadcaster.register(
+                    room.clone(),
+                    self.index,
+                    addr.clone(),
+                    count.clone(),
+                );
+                e.insert(LocalRoom {
+                    addr,
+                    members,
+                    count,
+                })
             }
         };
-        local.members.borrow_mut().insert(id, member);
+        if local.members.borrow_mut().insert(id, member).is_none() {
+            local.count.fetch_add(1, Ordering::Relaxed);
+            metrics().subscriptions.inc();
+        }
     }
 
     /// Removes a member from `room`; forgets the room on this worker when it was the last.
@@ -130,7 +139,10 @@ impl WorkerRooms {
         };
         let now_empty = {
             let mut members = local.members.borrow_mut();
-            members.remove(&id);
+            if members.remove(&id).is_some() {
+                local.count.fetch_sub(1, Ordering::Relaxed);
+                metrics().subscriptions.dec();
+            }
             members.is_empty()
         };
         if now_empty {

@@ -27,6 +27,9 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 
+/// The admin token every test hub is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// How long any single expected event may take before a test fails.
 pub const STEP: Duration = Duration::from_secs(10);
 
@@ -36,6 +39,8 @@ pub struct TestHub {
     child: Child,
     /// The WebSocket listener's address.
     pub addr: SocketAddr,
+    /// The admin API listener's address.
+    pub admin_addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     /// The config file written for this hub, removed on drop.
     config_file: Option<std::path::PathBuf>,
@@ -86,6 +91,8 @@ impl HubBuilder {
         let mut cmd = hub_command();
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .args(&self.args)
             .env("SWITCHBOARD_WORKERS", "2")
             .env("SWITCHBOARD_LOG_LEVEL", "info")
@@ -103,28 +110,39 @@ impl HubBuilder {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["message"] == "listening" {
-                        if let Some(addr) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
-                            let _ = tx.send(addr);
-                        }
+                    let which = match v["message"].as_str() {
+                        Some("listening") => Some(false),
+                        Some("admin listening") => Some(true),
+                        _ => None,
+                    };
+                    if let (Some(admin), Some(addr)) =
+                        (which, v["addr"].as_str().and_then(|a| a.parse().ok()))
+                    {
+                        let _ = tx.send((admin, addr));
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr: SocketAddr = match rx.recv_timeout(STEP) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "hub did not start; logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
+        let mut addr = None;
+        let mut admin_addr = None;
+        while addr.is_none() || admin_addr.is_none() {
+            match rx.recv_timeout(STEP) {
+                Ok((true, a)) => admin_addr = Some(a),
+                Ok((false, a)) => addr = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "hub did not start; logs:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
+                }
             }
-        };
+        }
         TestHub {
             child,
-            addr,
+            addr: addr.unwrap(),
+            admin_addr: admin_addr.unwrap(),
             logs,
             config_file,
         }
@@ -871,3 +889,37 @@ pub async fn clients(hub: &TestHub, n: usize) -> Vec<Client> {
 
 /// `json!` re-exported for tests.
 pub use serde_json::json as j;
+
+impl TestHub {
+    /// Sends an admin API request with the test token and reads the reply.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> HttpReply {
+        self.admin_as(Some(ADMIN_TOKEN), method, path, body).await
+    }
+
+    /// Sends an admin API request with `token` (none: no `Authorization` header).
+    pub async fn admin_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> HttpReply {
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.admin_addr
+        );
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = body.map(Value::to_string).unwrap_or_default();
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        http_exchange_at(self.admin_addr, request.as_bytes()).await
+    }
+}

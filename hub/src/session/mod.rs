@@ -15,7 +15,10 @@ mod transport;
 use std::{
     collections::HashSet,
     rc::Rc,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -31,27 +34,29 @@ use switchboard_protocol::{
 };
 
 use crate::{
-    messages::{Fanout, Frame, GoAway},
-    node::{ConnectionSlot, Node},
+    messages::{Direct, Fanout, Frame, GoAway, Kick},
+    metrics::{metrics, Disconnect, FanoutTimer, FrameKind, Source},
+    node::{ConnectionSlot, Node, SessionEntry, SessionInfo},
     room::Room,
-    stats::Stats,
     worker::WorkerRooms,
     RoomName, SessionId,
 };
 
 use self::{
     reassembly::{Assembled, Reassembly},
-    transport::{frame, text_frame, Inbound, Item, Message, WsContext},
+    transport::{frame, Inbound, Item, Message, WsContext},
 };
 
 pub(crate) use self::outbox::{Outbox, SharedOutbox};
 
-pub(crate) use self::transport::serve_upgrade;
+pub(crate) use self::transport::{serve_upgrade, text_frame};
 
 /// What the handshake decided for a session: its wire mode and, when tokens are in use, the
 /// verified claims of its token.
 #[derive(Debug)]
 pub(crate) struct Admission {
+    /// The name of the endpoint that accepted the session.
+    pub(crate) endpoint: Arc<str>,
     pub(crate) mode: Mode,
     /// Relay mode: the room the path named, as a room key of its own (see [`relay_room_key`]).
     pub(crate) relay: Option<RelayRoom>,
@@ -79,8 +84,9 @@ pub(crate) fn relay_room_key(endpoint: &str, room: &str) -> RoomName {
 #[derive(Debug)]
 pub(crate) struct WsSession {
     id: SessionId,
-    /// The id as clients see it (`welcome.session`, `message.from`).
-    label: String,
+    /// The id as clients see it (`welcome.session`, `message.from`) and what the node's registry
+    /// shows of the session.
+    info: Arc<SessionInfo>,
     node: Arc<Node>,
     worker: Rc<WorkerRooms>,
     subscriptions: HashSet<RoomName>,
@@ -107,9 +113,18 @@ impl WsSession {
         admission: Admission,
     ) -> Self {
         let (id, label) = node.next_session_id();
+        let info = Arc::new(SessionInfo {
+            label,
+            user: admission.claims.as_ref().and_then(|c| c.sub.clone()),
+            endpoint: admission.endpoint,
+            mode: admission.mode,
+            worker: worker.index(),
+            connected_at: unix_now(),
+            subscriptions: AtomicUsize::new(0),
+        });
         WsSession {
             id,
-            label,
+            info,
             node,
             worker,
             subscriptions: HashSet::new(),
@@ -141,7 +156,7 @@ impl WsSession {
         // `exp` is the first second at which the token is no longer valid.
         let left = Duration::from_secs(claims.exp).saturating_sub(now);
         self.expiry = Some(ctx.run_later(left, |act, ctx| {
-            tracing::debug!(session = %act.label, "token expired");
+            tracing::debug!(session = %act.info.label, "token expired");
             act.close(ctx, close::TOKEN_EXPIRED, close::TOKEN_EXPIRED_REASON);
         }));
     }
@@ -151,13 +166,18 @@ impl Actor for WsSession {
     type Context = WsContext;
 
     fn started(&mut self, ctx: &mut WsContext) {
-        Stats::add(&self.node.stats.sessions_opened, 1);
-        self.node.sessions.insert(self.id, ctx.address());
+        self.node.sessions.insert(
+            self.id,
+            SessionEntry {
+                addr: ctx.address(),
+                info: self.info.clone(),
+            },
+        );
         self.arm_expiry(ctx);
         match self.mode {
             Mode::Json => {
                 let welcome = ServerFrame::Welcome(Welcome {
-                    session: &self.label,
+                    session: &self.info.label,
                     node: &self.node.config.node_id,
                     worker: self.worker.index(),
                     heartbeat_secs: self.node.config.heartbeat.as_secs_f64(),
@@ -176,7 +196,7 @@ impl Actor for WsSession {
         }
         // Pings and the silence check come from the worker's one heartbeat timer.
         self.worker.watch(self.id, self.out.clone());
-        tracing::debug!(session = %self.label, worker = self.worker.index(), "session opened");
+        tracing::debug!(session = %self.info.label, worker = self.worker.index(), "session opened");
     }
 
     fn stopping(&mut self, _: &mut WsContext) -> Running {
@@ -188,8 +208,7 @@ impl Actor for WsSession {
         self.leave_all();
         self.worker.unwatch(self.id);
         self.node.sessions.remove(&self.id);
-        Stats::add(&self.node.stats.sessions_closed, 1);
-        tracing::debug!(session = %self.label, "session closed");
+        tracing::debug!(session = %self.info.label, "session closed");
     }
 }
 
@@ -206,6 +225,7 @@ impl WsSession {
         for room in self.subscriptions.drain() {
             self.worker.leave(&room, self.id);
         }
+        self.info.subscriptions.store(0, Ordering::Relaxed);
         if let Some(relay) = &self.relay {
             self.worker.leave(&relay.key, self.id);
         }
@@ -231,6 +251,7 @@ impl WsSession {
             ClientFrame::Unsubscribe { room, id } => {
                 if self.subscriptions.remove(&*room) {
                     self.worker.leave(&room, self.id);
+                    self.info.subscriptions.fetch_sub(1, Ordering::Relaxed);
                     self.send(&ServerFrame::Ack { id });
                 } else {
                     self.send_error(id, ErrorCode::NotSubscribed, "not subscribed to this room");
@@ -262,6 +283,7 @@ impl WsSession {
         let room = RoomName::from(room);
         self.worker.join(&room, self.id, self.out.clone());
         self.subscriptions.insert(room);
+        self.info.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.send(&ServerFrame::Ack { id });
     }
 
@@ -281,7 +303,7 @@ impl WsSession {
         }
         let max = self.node.config.max_message_bytes;
         let user = self.user();
-        let len = ServerFrame::message_len(&room, data, &self.label, user);
+        let len = ServerFrame::message_len(&room, data, &self.info.label, user);
         if len > max {
             let message = format!("message frame would be {len} bytes, limit is {max}");
             return self.send_error(id, ErrorCode::TooLarge, &message);
@@ -292,13 +314,13 @@ impl WsSession {
             ServerFrame::Message {
                 room: &room,
                 data,
-                from: &self.label,
+                from: &self.info.label,
                 user,
             }
             .encode()
             .as_bytes(),
         );
-        Stats::add(&self.node.stats.published, 1);
+        metrics().published(scope, Source::Client);
         self.fan_out(&room, frame, scope, None, ctx, move |act| {
             act.send(&ServerFrame::Ack { id });
         });
@@ -316,10 +338,12 @@ impl WsSession {
         done: impl FnOnce(&mut Self) + 'static,
     ) {
         let mut waiting: Vec<(actix::Addr<Room>, Fanout)> = Vec::new();
+        let mut timer: Option<Arc<FanoutTimer>> = None;
         let mut send = |addr: &actix::Addr<Room>| {
             let msg = Fanout {
                 frame: frame.clone(),
                 except,
+                timer: Some(timer.get_or_insert_with(FanoutTimer::start).clone()),
             };
             match addr.try_send(msg) {
                 Ok(()) => {}
@@ -373,7 +397,6 @@ impl WsSession {
     fn relay(&mut self, opcode: u8, payload: &[u8], ctx: &mut WsContext) {
         let Some(relay) = &self.relay else { return };
         if !relay.may_send {
-            Stats::add(&self.node.stats.protocol_errors, 1);
             return self.close(
                 ctx,
                 close::POLICY_VIOLATION,
@@ -381,7 +404,7 @@ impl WsSession {
             );
         }
         let key = relay.key.clone();
-        Stats::add(&self.node.stats.published, 1);
+        metrics().published(Scope::Node, Source::Relay);
         self.fan_out(
             &key,
             frame(opcode, payload),
@@ -426,7 +449,6 @@ impl WsSession {
             },
         };
         if result.is_err() {
-            Stats::add(&self.node.stats.protocol_errors, 1);
             self.close(ctx, close::INVALID_PAYLOAD, "invalid utf-8");
         }
     }
@@ -446,6 +468,18 @@ impl StreamHandler<Inbound> for WsSession {
             return;
         }
         self.out.borrow_mut().last_heard = Instant::now();
+        let kind = match &item {
+            Ok(Message::Text(_)) => Some(FrameKind::Text),
+            Ok(Message::Binary(_)) => Some(FrameKind::Binary),
+            Ok(Message::Continuation(_)) => Some(FrameKind::Continuation),
+            Ok(Message::Ping(_)) => Some(FrameKind::Ping),
+            Ok(Message::Pong(_)) => Some(FrameKind::Pong),
+            Ok(Message::Close(_)) => Some(FrameKind::Close),
+            Ok(Message::Nop) | Err(_) => None,
+        };
+        if let Some(kind) = kind {
+            metrics().frame_received(kind);
+        }
         match item {
             Ok(Message::Text(text)) if self.mode == Mode::Json => self.on_text(&text, ctx),
             Ok(Message::Text(text)) => self.on_message(0x1, text.as_bytes(), ctx),
@@ -457,12 +491,14 @@ impl StreamHandler<Inbound> for WsSession {
                 // Answer the close handshake and end; the connection is closed right after.
                 self.closing = true;
                 let code = reason.map_or(close::NORMAL, |r| u16::from(r.code));
-                self.out.borrow_mut().close(code, "");
+                let mut out = self.out.borrow_mut();
+                out.ended = Some(Disconnect::ClientClose);
+                out.close(code, "");
+                drop(out);
                 ctx.stop();
             }
             Err(violation) => {
-                Stats::add(&self.node.stats.protocol_errors, 1);
-                tracing::debug!(session = %self.label, code = violation.code, "protocol error");
+                tracing::debug!(session = %self.info.label, code = violation.code, "protocol error");
                 self.close(ctx, violation.code, violation.reason);
             }
         }
@@ -481,6 +517,30 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
     fn handle(&mut self, _: Result<Message, ProtocolError>, _: &mut WsContext) {}
 
     fn finished(&mut self, _: &mut WsContext) {}
+}
+
+impl Handler<Kick> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Kick, ctx: &mut WsContext) {
+        self.close(ctx, close::KICKED, close::KICKED_REASON);
+    }
+}
+
+impl Handler<Direct> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, Direct(frame): Direct, _: &mut WsContext) {
+        if self.closing {
+            return;
+        }
+        // Through the outbox bounds like any delivery: a full outbox evicts the session.
+        if self.out.borrow_mut().deliver(&Rc::new(frame)).is_ok() {
+            metrics().delivered.inc();
+        } else {
+            metrics().dropped(crate::metrics::Drop::SlowConsumer, 1);
+        }
+    }
 }
 
 impl Handler<GoAway> for WsSession {

@@ -20,6 +20,7 @@ use std::{
 use bytes::Bytes;
 
 use super::transport::{close_frame, frame, text_frame};
+use crate::metrics::Disconnect;
 
 /// A session's handle on its outbox, shared with its rooms and its writer on one thread.
 pub(crate) type SharedOutbox = Rc<RefCell<Outbox>>;
@@ -43,6 +44,9 @@ pub(crate) struct Outbox {
     pub(super) timed_out: bool,
     /// When the session last heard from its client (any frame, pongs included).
     pub(crate) last_heard: Instant,
+    /// How the session ended, once it has: set by the first close frame queued (or by the
+    /// session when the client closed first), read when the connection ends.
+    pub(crate) ended: Option<Disconnect>,
     /// The writer's task, woken when a delivery arrives while it is idle.
     waker: Option<Waker>,
 }
@@ -62,6 +66,7 @@ impl Outbox {
             evicted: false,
             timed_out: false,
             last_heard: Instant::now(),
+            ended: None,
             waker: None,
         }))
     }
@@ -127,6 +132,7 @@ impl Outbox {
 
     /// Queues a close frame.
     pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        self.ended.get_or_insert(Disconnect::Code(code));
         self.push(close_frame(code, reason));
     }
 

@@ -47,8 +47,8 @@ use super::{
     relay_room_key, unix_now, Admission, RelayRoom, WsSession,
 };
 use crate::{
+    metrics::{metrics, Disconnect, Drop as Dropped, Handshake},
     node::{ConnectionSlot, Node},
-    stats::Stats,
     worker::WorkerRooms,
 };
 
@@ -140,6 +140,10 @@ pub(crate) async fn serve_upgrade(
     let FramedParts { io, read_buf, .. } = framed.into_parts();
     let verdict = handshake(&req, &node);
     drop(req);
+    metrics().handshake(match &verdict {
+        Ok(_) => Handshake::Accepted,
+        Err(refusal) => refusal.result(),
+    });
     match verdict {
         Ok(accepted) => run(io, read_buf, accepted, node, rooms).await,
         // Boxed: an error response is rare, and its future must not size every connection's.
@@ -158,6 +162,23 @@ struct Refusal {
     code: &'static str,
     message: String,
     accepted: Vec<String>,
+}
+
+impl Refusal {
+    /// The refusal as a `switchboard_handshakes_total` result.
+    fn result(&self) -> Handshake {
+        match self.code {
+            "not_found" => Handshake::NotFound,
+            "origin_not_allowed" => Handshake::Origin,
+            "subprotocol_not_accepted" => Handshake::Subprotocol,
+            "unauthorized" => Handshake::Auth,
+            "invalid_room" => Handshake::InvalidRoom,
+            "forbidden" => Handshake::Forbidden,
+            "draining" => Handshake::Draining,
+            "limit_exceeded" => Handshake::Limit,
+            _ => Handshake::Malformed,
+        }
+    }
 }
 
 fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Box<Refusal> {
@@ -318,7 +339,6 @@ fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box<Refusal>> 
         return Err(refuse(503, "draining", "the node is shutting down"));
     }
     let Some(slot) = node.try_acquire_slot() else {
-        Stats::add(&node.stats.refused_at_limit, 1);
         return Err(refuse(
             503,
             "limit_exceeded",
@@ -340,6 +360,7 @@ fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box<Refusal>> 
         head,
         slot,
         admission: Admission {
+            endpoint: Arc::from(endpoint.name.as_str()),
             mode,
             relay,
             claims,
@@ -412,6 +433,8 @@ async fn run(
     let grace = node.config.heartbeat.max(Duration::from_secs(1));
     let outbox = Outbox::new(node.config.outbox_capacity, budget);
     outbox.borrow_mut().push(Bytes::from(head));
+    let connections = metrics().connections(&admission.endpoint);
+    connections.inc();
     let session = WsSession::new(node.clone(), rooms, slot, outbox.clone(), admission);
     let reader = WsReader::new(io.clone(), early, max);
     let body = ws::WebsocketContext::with_factory(futures_util::stream::pending(), move |ctx| {
@@ -419,8 +442,12 @@ async fn run(
         ctx.add_stream(reader);
         session
     });
-    let writer = Writer::new(io.clone(), Box::pin(body), outbox, budget, grace, node);
-    if let Outcome::Finished = writer.await {
+    let writer = Writer::new(io.clone(), Box::pin(body), outbox.clone(), budget, grace);
+    let outcome = writer.await;
+    connections.dec();
+    let ended = outbox.borrow().ended;
+    metrics().disconnect(ended.unwrap_or(Disconnect::ConnectionLost));
+    if let Outcome::Finished = outcome {
         // Boxed for the same reason as the error response: it only exists at the very end.
         Box::pin(linger(&io)).await;
     }
@@ -571,6 +598,7 @@ impl WsReader {
             let read = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 let n = self.io.try_read(&mut scratch)?;
+                metrics().bytes_in.inc_by(n as u64);
                 self.buf.extend_from_slice(&scratch[..n]);
                 Ok::<_, io::Error>(n)
             });
@@ -626,7 +654,6 @@ struct Writer<B> {
     budget: usize,
     grace: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
-    node: Arc<Node>,
 }
 
 impl<B> Writer<B> {
@@ -636,7 +663,6 @@ impl<B> Writer<B> {
         out: SharedOutbox,
         budget: usize,
         grace: Duration,
-        node: Arc<Node>,
     ) -> Self {
         Writer {
             io,
@@ -645,7 +671,6 @@ impl<B> Writer<B> {
             budget,
             grace,
             deadline: None,
-            node,
         }
     }
 
@@ -655,6 +680,10 @@ impl<B> Writer<B> {
         {
             let mut out = self.out.borrow_mut();
             out.evicted = true;
+            let discarded = out.frames.len().saturating_sub(1);
+            if discarded > 0 {
+                metrics().dropped(Dropped::Evicted, discarded as u64);
+            }
             out.frames.truncate(1);
             out.bytes = out.frames.front().map_or(0, |f| f.len()) - out.front_written;
             out.close(code, reason);
@@ -666,7 +695,6 @@ impl<B> Writer<B> {
 
     /// The client is not reading fast enough: close it as a slow consumer.
     fn evict(&mut self) {
-        Stats::add(&self.node.stats.slow_consumers, 1);
         tracing::info!("slow consumer closed");
         self.end(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
     }
@@ -686,6 +714,7 @@ impl<B> Writer<B> {
             match self.io.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(mut written) => {
+                    metrics().bytes_out.inc_by(written as u64);
                     out.bytes -= written;
                     while written > 0 {
                         let Some(front) = out.frames.front() else {

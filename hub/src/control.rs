@@ -1,0 +1,207 @@
+//! [`Control`]: the hub's side of the admin API (`switchboard_admin::Hub`).
+//!
+//! The admin listener runs on its own actix workers; everything here reaches the sessions and
+//! rooms through what crosses threads anyway: the node's session registry and broadcaster
+//! (`DashMap`s), actor addresses, and atomics. Nothing here touches a per-recipient path.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use actix::prelude::SendError;
+use switchboard_admin::{
+    hub::{HubError, RoomDetail, RoomMember, RoomSummary, SessionInfo},
+    Hub, PolicyStore,
+};
+use switchboard_protocol::{RawValue, Scope, ServerFrame};
+
+use crate::{
+    messages::{Direct, Fanout, Kick},
+    metrics::{metrics, FanoutTimer, Source},
+    node::{Node, SessionEntry},
+    room::ListMembers,
+    session::text_frame,
+};
+
+/// What the admin API's `from` shows for the operator.
+const ADMIN: &str = "admin";
+
+/// The admin API's handle on a running node.
+#[derive(Debug, Clone)]
+pub struct Control {
+    node: Arc<Node>,
+}
+
+impl Control {
+    /// A handle on `node`.
+    pub fn new(node: Arc<Node>) -> Control {
+        Control { node }
+    }
+
+    fn entry_info(entry: &SessionEntry) -> SessionInfo {
+        let info = &entry.info;
+        SessionInfo {
+            id: info.label.clone(),
+            user: info.user.clone(),
+            endpoint: info.endpoint.to_string(),
+            mode: info.mode,
+            worker: info.worker,
+            subscriptions: info.subscriptions.load(Ordering::Relaxed),
+            connected_at: info.connected_at,
+        }
+    }
+}
+
+/// Relay rooms live under internal keys (see `session::relay_room_key`); the admin API lists
+/// the rooms of `switchboard.v1`.
+fn is_protocol_room(key: &str) -> bool {
+    !key.starts_with('\0')
+}
+
+impl Hub for Control {
+    fn rooms(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<RoomSummary> {
+        self.node
+            .broadcaster
+            .list(prefix, after, limit, is_protocol_room)
+            .into_iter()
+            .map(|(name, members)| RoomSummary { name, members })
+            .collect()
+    }
+
+    async fn room(&self, name: &str) -> Option<RoomDetail> {
+        if !is_protocol_room(name) {
+            return None;
+        }
+        let workers = self.node.broadcaster.workers_of(name);
+        let mut members = Vec::new();
+        for (_, addr) in workers {
+            // A room that stopped since the lookup has no members to report.
+            let Ok(ids) = addr.send(ListMembers).await else {
+                continue;
+            };
+            for id in ids {
+                if let Some(entry) = self.node.sessions.get(&id) {
+                    members.push(RoomMember {
+                        session: entry.info.label.clone(),
+                        user: entry.info.user.clone(),
+                        worker: entry.info.worker,
+                    });
+                }
+            }
+        }
+        if members.is_empty() {
+            return None;
+        }
+        members.sort_by(|a, b| a.session.cmp(&b.session));
+        Some(RoomDetail {
+            name: name.to_owned(),
+            members,
+        })
+    }
+
+    fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo> {
+        // Ordered by the numeric id (the order sessions were accepted); the cursor is an id.
+        let after = after.and_then(|a| self.node.parse_session_id(a));
+        let mut ids: Vec<_> = self
+            .node
+            .sessions
+            .iter()
+            .map(|e| *e.key())
+            .filter(|id| after.is_none_or(|a| *id > a))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| self.node.sessions.get(&id).map(|e| Self::entry_info(&e)))
+            .take(limit)
+            .collect()
+    }
+
+    fn session(&self, id: &str) -> Option<SessionInfo> {
+        let id = self.node.parse_session_id(id)?;
+        self.node.sessions.get(&id).map(|e| Self::entry_info(&e))
+    }
+
+    fn kick(&self, id: &str) -> bool {
+        let Some(id) = self.node.parse_session_id(id) else {
+            return false;
+        };
+        let Some(addr) = self.node.sessions.get(&id).map(|e| e.addr.clone()) else {
+            return false;
+        };
+        // Bypasses the mailbox bound: at most one kick per admin request, and a session being
+        // kicked must not be spared because its mailbox is busy.
+        addr.do_send(Kick);
+        true
+    }
+
+    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
+        let max = self.node.config.max_message_bytes;
+        let text = ServerFrame::Direct { data, from: ADMIN }.encode();
+        if text.len() > max {
+            return Err(HubError::TooLarge {
+                limit: max,
+                size: text.len(),
+            });
+        }
+        let id = self.node.parse_session_id(id).ok_or(HubError::NotFound)?;
+        let addr = self
+            .node
+            .sessions
+            .get(&id)
+            .map(|e| e.addr.clone())
+            .ok_or(HubError::NotFound)?;
+        match addr.try_send(Direct(text_frame(text.as_bytes()))) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(_)) => Err(HubError::Unavailable(
+                "the session's mailbox is full; retry".into(),
+            )),
+            Err(SendError::Closed(_)) => Err(HubError::NotFound),
+        }
+    }
+
+    async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError> {
+        let max = self.node.config.max_message_bytes;
+        let len = ServerFrame::message_len(room, data, ADMIN, None);
+        if len > max {
+            return Err(HubError::TooLarge {
+                limit: max,
+                size: len,
+            });
+        }
+        let text = ServerFrame::Message {
+            room,
+            data,
+            from: ADMIN,
+            user: None,
+        }
+        .encode();
+        let frame = text_frame(text.as_bytes());
+        metrics().published(scope, Source::Admin);
+        // The admin API runs on no session worker, so `worker` scope reaches every worker, as
+        // `node` does; `cluster` is `node` until a cluster broker exists.
+        let workers = self.node.broadcaster.workers_of(room);
+        let timer = (!workers.is_empty()).then(FanoutTimer::start);
+        for (_, addr) in workers {
+            // `send` waits for room in a full queue: the operator's request is held, nothing is
+            // dropped.
+            let _ = addr
+                .send(Fanout {
+                    frame: frame.clone(),
+                    except: None,
+                    timer: timer.clone(),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        !self.node.is_draining()
+    }
+
+    fn metrics(&self) -> String {
+        metrics().render(self.node.rooms())
+    }
+
+    fn policy(&self) -> &PolicyStore {
+        &self.node.policy
+    }
+}

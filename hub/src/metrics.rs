@@ -1,0 +1,461 @@
+//! Prometheus metrics of the hub process.
+//!
+//! Every labelled series the hot paths touch is resolved once, here, into a plain counter (an
+//! `Arc` around an atomic): counting a publish, a frame or a write is one relaxed atomic add, with
+//! no label lookup, no lock and no allocation. Deliveries are counted once per room per publish
+//! (the room adds its member count), never per recipient. Gauges that describe state the node
+//! already holds (rooms) are read when scraped rather than kept in step.
+//!
+//! The metrics are process-wide, like the process metrics beside them: one hub per process.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use switchboard_protocol::{close, Scope};
+
+/// How a handshake ended, as the `result` label of `switchboard_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    Accepted,
+    NotFound,
+    Malformed,
+    Origin,
+    Subprotocol,
+    Auth,
+    InvalidRoom,
+    Forbidden,
+    Draining,
+    Limit,
+}
+
+impl Handshake {
+    const ALL: [Handshake; 10] = [
+        Handshake::Accepted,
+        Handshake::NotFound,
+        Handshake::Malformed,
+        Handshake::Origin,
+        Handshake::Subprotocol,
+        Handshake::Auth,
+        Handshake::InvalidRoom,
+        Handshake::Forbidden,
+        Handshake::Draining,
+        Handshake::Limit,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Handshake::Accepted => "accepted",
+            Handshake::NotFound => "not_found",
+            Handshake::Malformed => "bad_handshake",
+            Handshake::Origin => "origin",
+            Handshake::Subprotocol => "subprotocol",
+            Handshake::Auth => "auth",
+            Handshake::InvalidRoom => "invalid_room",
+            Handshake::Forbidden => "forbidden",
+            Handshake::Draining => "draining",
+            Handshake::Limit => "limit",
+        }
+    }
+}
+
+/// Where a publish came from, as the `source` label of `switchboard_messages_published_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A `switchboard.v1` client.
+    Client,
+    /// A relay member's message.
+    Relay,
+    /// The admin API.
+    Admin,
+}
+
+const SOURCES: [(Source, &str); 3] = [
+    (Source::Client, "client"),
+    (Source::Relay, "relay"),
+    (Source::Admin, "admin"),
+];
+const SCOPES: [Scope; 3] = [Scope::Worker, Scope::Node, Scope::Cluster];
+
+/// Why a connection ended, as the `reason` label of `switchboard_disconnects_total`: the close
+/// code the hub sent, or how the client left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disconnect {
+    /// The client sent a close frame.
+    ClientClose,
+    /// The connection ended without a close handshake (reset, EOF, write failure).
+    ConnectionLost,
+    /// The hub closed it with this code.
+    Code(u16),
+}
+
+const DISCONNECT_REASONS: [&str; 13] = [
+    "client_close",
+    "connection_lost",
+    "going_away",
+    "protocol_error",
+    "invalid_payload",
+    "policy_violation",
+    "too_big",
+    "internal",
+    "slow_consumer",
+    "kicked",
+    "token_expired",
+    "heartbeat_timeout",
+    "other",
+];
+
+impl Disconnect {
+    fn label(self) -> &'static str {
+        match self {
+            Disconnect::ClientClose => "client_close",
+            Disconnect::ConnectionLost => "connection_lost",
+            Disconnect::Code(code) => match code {
+                close::GOING_AWAY => "going_away",
+                close::PROTOCOL_ERROR => "protocol_error",
+                close::INVALID_PAYLOAD => "invalid_payload",
+                close::POLICY_VIOLATION => "policy_violation",
+                close::MESSAGE_TOO_BIG => "too_big",
+                close::INTERNAL_ERROR => "internal",
+                close::SLOW_CONSUMER => "slow_consumer",
+                close::KICKED => "kicked",
+                close::TOKEN_EXPIRED => "token_expired",
+                close::HEARTBEAT_TIMEOUT => "heartbeat_timeout",
+                _ => "other",
+            },
+        }
+    }
+}
+
+/// Kinds of WebSocket frames received, as the `kind` label of `switchboard_frames_received_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    Text,
+    Binary,
+    Continuation,
+    Ping,
+    Pong,
+    Close,
+}
+
+const FRAME_KINDS: [(FrameKind, &str); 6] = [
+    (FrameKind::Text, "text"),
+    (FrameKind::Binary, "binary"),
+    (FrameKind::Continuation, "continuation"),
+    (FrameKind::Ping, "ping"),
+    (FrameKind::Pong, "pong"),
+    (FrameKind::Close, "close"),
+];
+
+/// Why a message did not reach a recipient, as the `reason` label of
+/// `switchboard_messages_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drop {
+    /// The delivery found the member's outbox full: the member is evicted (close 4000).
+    SlowConsumer,
+    /// Frames still queued for a session when it was evicted, discarded with it.
+    Evicted,
+}
+
+/// The hub's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: IntGaugeVec,
+    handshakes: Vec<IntCounter>,
+    rooms: IntGauge,
+    pub(crate) subscriptions: IntGauge,
+    /// Indexed by `[scope][source]`.
+    published: Vec<Vec<IntCounter>>,
+    pub(crate) delivered: IntCounter,
+    dropped_slow: IntCounter,
+    dropped_evicted: IntCounter,
+    disconnects: Vec<IntCounter>,
+    frames: Vec<IntCounter>,
+    pub(crate) bytes_in: IntCounter,
+    pub(crate) bytes_out: IntCounter,
+    fanout_seconds: Histogram,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+fn counter_family(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), &[label])
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, Box::new(family.clone()));
+    family
+}
+
+fn register(registry: &Registry, collector: Box<dyn prometheus::core::Collector>) {
+    // Names and labels are constants of this file; a failure is a bug caught by its tests.
+    if let Err(e) = registry.register(collector) {
+        panic!("metric registration: {e}");
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_connections",
+                "Open WebSocket sessions, by endpoint.",
+            ),
+            &["endpoint"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(connections.clone()));
+        let handshakes = counter_family(
+            &registry,
+            "switchboard_handshakes_total",
+            "WebSocket handshakes, by result (accepted, or why they were refused).",
+            "result",
+        );
+        let handshakes = Handshake::ALL
+            .iter()
+            .map(|h| handshakes.with_label_values(&[h.label()]))
+            .collect();
+        let rooms = IntGauge::new(
+            "switchboard_rooms",
+            "Rooms with at least one member on this node.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(rooms.clone()));
+        let subscriptions = IntGauge::new(
+            "switchboard_subscriptions",
+            "Room memberships of sessions on this node (relay members included).",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(subscriptions.clone()));
+        let published_family = IntCounterVec::new(
+            Opts::new(
+                "switchboard_messages_published_total",
+                "Messages accepted for delivery, by scope and source (client, relay, admin).",
+            ),
+            &["scope", "source"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(published_family.clone()));
+        let published = SCOPES
+            .iter()
+            .map(|scope| {
+                SOURCES
+                    .iter()
+                    .map(|(_, source)| {
+                        published_family.with_label_values(&[scope.as_str(), source])
+                    })
+                    .collect()
+            })
+            .collect();
+        let delivered = IntCounter::new(
+            "switchboard_messages_delivered_total",
+            "Messages queued for a recipient session (one per recipient).",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(delivered.clone()));
+        let dropped = counter_family(
+            &registry,
+            "switchboard_messages_dropped_total",
+            "Messages that did not reach a recipient, by reason.",
+            "reason",
+        );
+        let dropped_slow = dropped.with_label_values(&["slow_consumer"]);
+        let dropped_evicted = dropped.with_label_values(&["evicted"]);
+        let disconnects_family = counter_family(
+            &registry,
+            "switchboard_disconnects_total",
+            "Ended sessions, by reason (the close code the hub sent, or how the client left).",
+            "reason",
+        );
+        let disconnects = DISCONNECT_REASONS
+            .iter()
+            .map(|r| disconnects_family.with_label_values(&[r]))
+            .collect();
+        let frames_family = counter_family(
+            &registry,
+            "switchboard_frames_received_total",
+            "WebSocket frames received from clients, by kind.",
+            "kind",
+        );
+        let frames = FRAME_KINDS
+            .iter()
+            .map(|(_, kind)| frames_family.with_label_values(&[kind]))
+            .collect();
+        let bytes = counter_family(
+            &registry,
+            "switchboard_bytes_total",
+            "Bytes read from and written to WebSocket connections, by direction.",
+            "direction",
+        );
+        let bytes_in = bytes.with_label_values(&["in"]);
+        let bytes_out = bytes.with_label_values(&["out"]);
+        let fanout_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "switchboard_fanout_seconds",
+                "Time from a publish being accepted to its last enqueue on this node.",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(fanout_seconds.clone()));
+        #[cfg(target_os = "linux")]
+        register(
+            &registry,
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        );
+        Metrics {
+            registry,
+            connections,
+            handshakes,
+            rooms,
+            subscriptions,
+            published,
+            delivered,
+            dropped_slow,
+            dropped_evicted,
+            disconnects,
+            frames,
+            bytes_in,
+            bytes_out,
+            fanout_seconds,
+        }
+    }
+
+    pub(crate) fn handshake(&self, result: Handshake) {
+        if let Some(c) = Handshake::ALL.iter().position(|h| *h == result) {
+            self.handshakes[c].inc();
+        }
+    }
+
+    /// The gauge of open sessions on `endpoint`, for a session to hold for its whole life.
+    pub(crate) fn connections(&self, endpoint: &str) -> IntGauge {
+        self.connections.with_label_values(&[endpoint])
+    }
+
+    pub(crate) fn published(&self, scope: Scope, source: Source) {
+        let s = SCOPES.iter().position(|x| *x == scope).unwrap_or(0);
+        let o = SOURCES.iter().position(|(x, _)| *x == source).unwrap_or(0);
+        self.published[s][o].inc();
+    }
+
+    pub(crate) fn dropped(&self, reason: Drop, n: u64) {
+        match reason {
+            Drop::SlowConsumer => self.dropped_slow.inc_by(n),
+            Drop::Evicted => self.dropped_evicted.inc_by(n),
+        }
+    }
+
+    pub(crate) fn disconnect(&self, reason: Disconnect) {
+        let label = reason.label();
+        if let Some(i) = DISCONNECT_REASONS.iter().position(|r| *r == label) {
+            self.disconnects[i].inc();
+        }
+    }
+
+    pub(crate) fn frame_received(&self, kind: FrameKind) {
+        if let Some(i) = FRAME_KINDS.iter().position(|(k, _)| *k == kind) {
+            self.frames[i].inc();
+        }
+    }
+
+    /// The Prometheus text exposition, with `rooms` read from the node at this moment.
+    pub fn render(&self, rooms: usize) -> String {
+        self.rooms.set(i64::try_from(rooms).unwrap_or(i64::MAX));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Times one publish from acceptance to its last enqueue: every room it was handed to holds a
+/// reference, and the last one to let go records the elapsed time. One allocation per publish.
+#[derive(Debug)]
+pub(crate) struct FanoutTimer {
+    started: Instant,
+}
+
+impl FanoutTimer {
+    pub(crate) fn start() -> Arc<FanoutTimer> {
+        Arc::new(FanoutTimer {
+            started: Instant::now(),
+        })
+    }
+}
+
+impl std::ops::Drop for FanoutTimer {
+    fn drop(&mut self) {
+        metrics()
+            .fanout_seconds
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed_with_its_labels() {
+        let m = metrics();
+        m.handshake(Handshake::Origin);
+        m.published(Scope::Node, Source::Admin);
+        m.disconnect(Disconnect::Code(close::TOKEN_EXPIRED));
+        m.frame_received(FrameKind::Binary);
+        m.dropped(Drop::SlowConsumer, 2);
+        let _gauge = m.connections("default");
+        drop(FanoutTimer::start());
+        let text = m.render(7);
+        for needle in [
+            "switchboard_connections{endpoint=\"default\"}",
+            "switchboard_handshakes_total{result=\"origin\"} 1",
+            "switchboard_rooms 7",
+            "switchboard_subscriptions",
+            "switchboard_messages_published_total{scope=\"node\",source=\"admin\"} 1",
+            "switchboard_messages_delivered_total",
+            "switchboard_messages_dropped_total{reason=\"slow_consumer\"} 2",
+            "switchboard_disconnects_total{reason=\"token_expired\"} 1",
+            "switchboard_frames_received_total{kind=\"binary\"} 1",
+            "switchboard_bytes_total{direction=\"in\"}",
+            "switchboard_fanout_seconds_count 1",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_close_code_the_hub_sends_has_its_own_reason() {
+        for code in [
+            close::GOING_AWAY,
+            close::PROTOCOL_ERROR,
+            close::INVALID_PAYLOAD,
+            close::POLICY_VIOLATION,
+            close::MESSAGE_TOO_BIG,
+            close::INTERNAL_ERROR,
+            close::SLOW_CONSUMER,
+            close::KICKED,
+            close::TOKEN_EXPIRED,
+            close::HEARTBEAT_TIMEOUT,
+        ] {
+            let label = Disconnect::Code(code).label();
+            assert_ne!(label, "other", "{code}");
+            assert!(DISCONNECT_REASONS.contains(&label));
+        }
+    }
+}

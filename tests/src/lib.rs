@@ -483,9 +483,7 @@ impl Client {
     /// Like [`Client::open`] for a `switchboard.v1` endpoint: reads the welcome frame.
     pub async fn open_json(url: &str, headers: &[(&str, &str)]) -> Result<Client, (u16, String)> {
         let mut client = Client::open(url, headers).await?;
-        let welcome = client.recv().await;
-        assert_eq!(welcome["op"], "welcome", "{welcome}");
-        client.welcome = welcome;
+        client.read_welcome().await;
         Ok(client)
     }
 
@@ -515,10 +513,14 @@ impl Client {
             welcome: Value::Null,
             protocol: None,
         };
-        let welcome = client.recv().await;
-        assert_eq!(welcome["op"], "welcome", "{welcome}");
-        client.welcome = welcome;
+        client.read_welcome().await;
         client
+    }
+
+    async fn read_welcome(&mut self) {
+        let welcome = self.recv().await;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        self.welcome = welcome;
     }
 
     /// The session id from the welcome frame.
@@ -548,17 +550,9 @@ impl Client {
 
     /// The next text frame, parsed. Panics on close, timeout or non-JSON.
     pub async fn recv(&mut self) -> Value {
-        loop {
-            let m = timeout(STEP, self.ws.next())
-                .await
-                .expect("no frame in time")
-                .expect("stream ended")
-                .expect("websocket error");
-            match m {
-                Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
-            }
+        match self.recv_message().await {
+            Message::Text(t) => serde_json::from_str(&t).expect("JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 

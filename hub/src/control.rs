@@ -123,12 +123,19 @@ impl Hub for Control {
         let Some(id) = self.node.parse_session_id(id) else {
             return false;
         };
-        let Some(addr) = self.node.sessions.get(&id).map(|e| e.addr.clone()) else {
+        let Some((addr, info)) = self
+            .node
+            .sessions
+            .get(&id)
+            .map(|e| (e.addr.clone(), e.info.clone()))
+        else {
             return false;
         };
-        // Bypasses the mailbox bound: at most one kick per admin request, and a session being
-        // kicked must not be spared because its mailbox is busy.
-        addr.do_send(Kick);
+        // Bypasses the mailbox bound, so that a session with a busy mailbox is still kicked; the
+        // flag makes that at most one message per session, however often it is kicked.
+        if !info.kicked.swap(true, Ordering::Relaxed) {
+            addr.do_send(Kick);
+        }
         true
     }
 

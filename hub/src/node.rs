@@ -121,6 +121,8 @@ pub(crate) struct SessionInfo {
     /// Unix seconds.
     pub(crate) connected_at: u64,
     pub(crate) subscriptions: AtomicUsize,
+    /// Set by the first admin kick, so repeated kicks queue one message, not one each.
+    pub(crate) kicked: AtomicBool,
 }
 
 /// One of the node's `max_connections` slots, released on drop.

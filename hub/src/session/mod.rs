@@ -16,7 +16,7 @@ use std::{
     collections::HashSet,
     rc::Rc,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -121,6 +121,7 @@ impl WsSession {
             worker: worker.index(),
             connected_at: unix_now(),
             subscriptions: AtomicUsize::new(0),
+            kicked: AtomicBool::new(false),
         });
         WsSession {
             id,

@@ -24,8 +24,10 @@ import statistics
 import sys
 from collections import defaultdict
 
-TARGET_ORDER = ["switchboard", "nats", "socketio", "socketio-redis-2-nodes", "ws"]
-RATIO_PEERS = ["nats", "socketio", "socketio-redis-2-nodes", "ws"]
+# `switchboard-baseline` is an earlier Switchboard build run beside the current one
+# (scripts/bench's BENCH_BASELINE_BIN), for before/after figures from the same run.
+TARGET_ORDER = ["switchboard", "switchboard-baseline", "nats", "socketio", "socketio-redis-2-nodes", "ws"]
+RATIO_PEERS = ["switchboard-baseline", "nats", "socketio", "socketio-redis-2-nodes", "ws"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-//! Fixtures for the criterion micro-benchmarks in `hub/benches/`: the real `Room` fan-out into
-//! real session outboxes, with the writers' draining done by the benchmark. Not part of the
-//! crate's API.
+//! Fixtures for the criterion micro-benchmarks in `hub/benches/` (feature `bench-support`): the
+//! real `Room` fan-out into real session outboxes, with the writers' draining done by the
+//! benchmark. Not part of the crate's API, and not in a default build.
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
@@ -10,9 +10,8 @@ use bytes::Bytes;
 use crate::{
     config::Config,
     messages::Fanout,
-    node::Node,
+    outbox::{Outbox, SharedOutbox},
     room::{Members, Room},
-    session::{Outbox, SharedOutbox},
     SessionId,
 };
 
@@ -27,7 +26,7 @@ pub struct RoomFixture {
 impl RoomFixture {
     /// Builds the room; call inside an actix `System`.
     pub fn new(members: usize, payload_bytes: usize) -> RoomFixture {
-        let node = Node::new(Config::defaults());
+        let capacity = Config::defaults().room_queue_capacity;
         let table: Members = Rc::new(RefCell::new(HashMap::new()));
         let mut outboxes = Vec::with_capacity(members);
         for i in 0..members {
@@ -37,7 +36,7 @@ impl RoomFixture {
                 .insert(SessionId(i as u64), outbox.clone());
             outboxes.push(outbox);
         }
-        let room = Room::start_here(table, Default::default(), &node);
+        let room = Room::start_here(table, capacity);
         RoomFixture {
             room,
             outboxes,

@@ -1,12 +1,13 @@
 //! The node-wide [`Broadcaster`]: which workers have members of which room.
 //!
-//! A `node` or `cluster` publish is encoded once by the publishing session and handed here; the
-//! broadcaster forwards it to the [`Room`] actor of each worker that has members, so the frame
-//! crosses threads once per worker, never once per subscriber. Each worker fans out to its own
-//! sessions.
+//! It is the node's view of membership: each worker's [`crate::worker::WorkerRooms`] registers
+//! here when a room gets its first member on that worker and unregisters when it loses its last.
+//! The first registration of a room on the node raises [`MembershipEvent::RoomActive`] and the
+//! last unregistration [`MembershipEvent::RoomIdle`], both under the map's lock for that room,
+//! so that two workers joining and leaving at the same moment still produce one transition each,
+//! in order.
 //!
-//! The map is written only by a worker for its own entry (when a room gets its first local member
-//! and when it loses its last), so no two threads ever race on one worker's slot.
+//! A worker writes only its own slot of a room's entry, so no two threads race on one slot.
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
@@ -16,12 +17,25 @@ use std::sync::{
 use actix::Addr;
 use dashmap::DashMap;
 
-use crate::{room::Room, RoomName};
+use crate::{
+    events::{MembershipEvent, Observers},
+    room::Room,
+    RoomName,
+};
 
-/// Routes node-wide publishes to the per-worker rooms that have members.
+/// Routes node-wide deliveries to the per-worker rooms that have members.
 #[derive(Debug, Default)]
 pub(crate) struct Broadcaster {
-    rooms: DashMap<RoomName, Vec<(usize, Addr<Room>, MemberCount)>>,
+    rooms: DashMap<RoomName, Vec<WorkerRoom>>,
+    observers: Observers,
+}
+
+/// One worker's room actor for a room, with its member count there.
+#[derive(Debug)]
+struct WorkerRoom {
+    worker: usize,
+    addr: Addr<Room>,
+    members: MemberCount,
 }
 
 /// A worker's member count of one room, kept by that worker on join and leave (never per
@@ -29,6 +43,13 @@ pub(crate) struct Broadcaster {
 pub(crate) type MemberCount = Arc<AtomicUsize>;
 
 impl Broadcaster {
+    pub(crate) fn new(observers: Observers) -> Self {
+        Broadcaster {
+            rooms: DashMap::new(),
+            observers,
+        }
+    }
+
     /// Records that `worker` now has members of `room`, served by `addr`.
     pub(crate) fn register(
         &self,
@@ -38,25 +59,44 @@ impl Broadcaster {
         members: MemberCount,
     ) {
         let mut entry = self.rooms.entry(room).or_default();
-        entry.retain(|(w, _, _)| *w != worker);
-        entry.push((worker, addr, members));
+        let was_idle = entry.is_empty();
+        entry.retain(|w| w.worker != worker);
+        entry.push(WorkerRoom {
+            worker,
+            addr,
+            members,
+        });
+        if was_idle {
+            // Still under the entry's lock: no `RoomIdle` of this room can overtake this event.
+            self.observers
+                .raise(MembershipEvent::RoomActive { room: entry.key() });
+        }
     }
 
     /// Records that `worker` has no members of `room` any more.
     pub(crate) fn unregister(&self, room: &str, worker: usize) {
-        self.rooms.remove_if_mut(room, |_, workers| {
-            workers.retain(|(w, _, _)| *w != worker);
+        self.rooms.remove_if_mut(room, |key, workers| {
+            let before = workers.len();
+            workers.retain(|w| w.worker != worker);
+            let idle = workers.is_empty() && before > 0;
+            if idle {
+                // Under the entry's lock, and the entry goes with it.
+                self.observers
+                    .raise(MembershipEvent::RoomIdle { room: key });
+            }
             workers.is_empty()
         });
     }
 
-    /// Calls `f` with the room actor of every worker that has members of `room`.
+    /// Calls `f` with the room actor of every worker that has members of `room`: the address
+    /// kept here, shared by every publisher, so that the room queue's bound holds (actix bounds
+    /// a mailbox per sender handle).
     ///
     /// `f` runs under a shard read lock: it must not block or touch the map.
     pub(crate) fn for_each_worker(&self, room: &str, mut f: impl FnMut(&Addr<Room>)) {
         if let Some(workers) = self.rooms.get(room) {
-            for (_, addr, _) in workers.iter() {
-                f(addr);
+            for w in workers.iter() {
+                f(&w.addr);
             }
         }
     }
@@ -84,7 +124,7 @@ impl Broadcaster {
                 let members = e
                     .value()
                     .iter()
-                    .map(|(_, _, n)| n.load(Ordering::Relaxed))
+                    .map(|w| w.members.load(Ordering::Relaxed))
                     .sum();
                 (e.key().to_string(), members)
             })
@@ -94,10 +134,10 @@ impl Broadcaster {
         names
     }
 
-    /// The room actors serving `room`, with their workers.
-    pub(crate) fn workers_of(&self, room: &str) -> Vec<(usize, Addr<Room>)> {
+    /// The room actors serving `room`.
+    pub(crate) fn workers_of(&self, room: &str) -> Vec<Addr<Room>> {
         self.rooms.get(room).map_or_else(Vec::new, |workers| {
-            workers.iter().map(|(w, a, _)| (*w, a.clone())).collect()
+            workers.iter().map(|w| w.addr.clone()).collect()
         })
     }
 }

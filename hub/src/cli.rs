@@ -1,8 +1,8 @@
-//! The `switchboard` command line.
+//! The hub's commands (`switchboard serve`): configuration, logging, listeners and the hub until
+//! a signal. The binary (`main.rs`) adds the load generator's `bench` beside them; [`main`] is
+//! the command line without it.
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
-
-use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat, Overrides};
 
@@ -11,24 +11,36 @@ const EXIT_CONFIG: u8 = 64;
 /// Exit code for a failure to start or to run.
 const EXIT_FAILURE: u8 = 1;
 
+/// The hub's own subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum HubCommand {
+    /// Run the hub.
+    Serve(ServeArgs),
+}
+
 /// Switchboard: a realtime pub/sub hub over WebSocket.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "switchboard", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: HubCommand,
 }
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the hub.
-    Serve(ServeArgs),
-    /// Load-test a hub (Switchboard or a peer) with real WebSocket clients.
-    Bench(switchboard_bench::BenchArgs),
+/// Runs the command line of the hub's own subcommands; returns the process's exit code.
+pub fn main() -> ExitCode {
+    run(<Cli as clap::Parser>::parse().command)
 }
 
+/// Runs one of the hub's subcommands; returns the process's exit code.
+pub fn run(command: HubCommand) -> ExitCode {
+    match command {
+        HubCommand::Serve(args) => serve(args),
+    }
+}
+
+/// `switchboard serve`: run the hub.
 #[derive(Debug, clap::Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// TOML config file; without it the built-in defaults apply.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -50,15 +62,6 @@ struct ServeArgs {
     /// Log filter, e.g. info or debug (key `log_level`).
     #[arg(long)]
     log_level: Option<String>,
-}
-
-/// Runs the command line; `main.rs` returns its exit code.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Bench(args) => switchboard_bench::main(args),
-    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -14,11 +14,13 @@ use switchboard_admin::{
 use switchboard_protocol::{RawValue, Scope, ServerFrame};
 
 use crate::{
-    messages::{Direct, Fanout, Kick},
-    metrics::{metrics, FanoutTimer, Source},
+    codec::text_frame,
+    messages::Command,
+    metrics::{metrics, Source},
     node::{Node, SessionEntry},
+    publish::{publish, Payload, Publication, PublishError},
     room::ListMembers,
-    session::text_frame,
+    transport::handshake::is_protocol_room,
 };
 
 /// What the admin API's `from` shows for the operator.
@@ -50,12 +52,6 @@ impl Control {
     }
 }
 
-/// Relay rooms live under internal keys (see `session::relay_room_key`); the admin API lists
-/// the rooms of `switchboard.v1`.
-fn is_protocol_room(key: &str) -> bool {
-    !key.starts_with('\0')
-}
-
 impl Hub for Control {
     fn rooms(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<RoomSummary> {
         self.node
@@ -72,7 +68,7 @@ impl Hub for Control {
         }
         let workers = self.node.broadcaster.workers_of(name);
         let mut members = Vec::new();
-        for (_, addr) in workers {
+        for addr in workers {
             // A room that stopped since the lookup has no members to report.
             let Ok(ids) = addr.send(ListMembers).await else {
                 continue;
@@ -123,18 +119,18 @@ impl Hub for Control {
         let Some(id) = self.node.parse_session_id(id) else {
             return false;
         };
-        let Some((addr, info)) = self
+        let Some((commands, info)) = self
             .node
             .sessions
             .get(&id)
-            .map(|e| (e.addr.clone(), e.info.clone()))
+            .map(|e| (e.commands.clone(), e.info.clone()))
         else {
             return false;
         };
         // Bypasses the mailbox bound, so that a session with a busy mailbox is still kicked; the
         // flag makes that at most one message per session, however often it is kicked.
         if !info.kicked.swap(true, Ordering::Relaxed) {
-            addr.do_send(Kick);
+            commands.do_send(Command::Kick);
         }
         true
     }
@@ -149,13 +145,13 @@ impl Hub for Control {
             });
         }
         let id = self.node.parse_session_id(id).ok_or(HubError::NotFound)?;
-        let addr = self
-            .node
-            .sessions
-            .get(&id)
-            .map(|e| e.addr.clone())
-            .ok_or(HubError::NotFound)?;
-        match addr.try_send(Direct(text_frame(text.as_bytes()))) {
+        let entry = self.node.sessions.get(&id).ok_or(HubError::NotFound)?;
+        // Through the session's own handle, not a clone: actix bounds a mailbox per sender
+        // handle, and this is the bound of `session::connection::MAILBOX_CAPACITY`.
+        match entry
+            .commands
+            .try_send(Command::Direct(text_frame(text.as_bytes())))
+        {
             Ok(()) => Ok(()),
             Err(SendError::Full(_)) => Err(HubError::Unavailable(
                 "the session's mailbox is full; retry".into(),
@@ -165,39 +161,27 @@ impl Hub for Control {
     }
 
     async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError> {
-        let max = self.node.config.max_message_bytes;
-        let len = ServerFrame::message_len(room, data, ADMIN, None);
-        if len > max {
-            return Err(HubError::TooLarge {
-                limit: max,
-                size: len,
-            });
-        }
-        let text = ServerFrame::Message {
+        let publication = Publication {
             room,
-            data,
-            from: ADMIN,
-            user: None,
+            payload: Payload::Message {
+                data,
+                from: ADMIN,
+                user: None,
+            },
+            scope,
+            source: Source::Admin,
+            except: None,
+        };
+        // The admin API runs on no session worker: its `worker` publishes reach every worker.
+        match publish(&self.node, None, publication) {
+            // The operator's request is held until every room took the message: nothing is
+            // dropped, and the same wait as a session publisher's.
+            Ok(delivery) => {
+                delivery.finish().await;
+                Ok(())
+            }
+            Err(PublishError::TooLarge { size, limit }) => Err(HubError::TooLarge { limit, size }),
         }
-        .encode();
-        let frame = text_frame(text.as_bytes());
-        metrics().published(scope, Source::Admin);
-        // The admin API runs on no session worker, so `worker` scope reaches every worker, as
-        // `node` does; `cluster` is `node` until a cluster broker exists.
-        let workers = self.node.broadcaster.workers_of(room);
-        let timer = (!workers.is_empty()).then(FanoutTimer::start);
-        for (_, addr) in workers {
-            // `send` waits for room in a full queue: the operator's request is held, nothing is
-            // dropped.
-            let _ = addr
-                .send(Fanout {
-                    frame: frame.clone(),
-                    except: None,
-                    timer: timer.clone(),
-                })
-                .await;
-        }
-        Ok(())
     }
 
     fn ready(&self) -> bool {

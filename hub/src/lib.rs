@@ -31,25 +31,47 @@
 pub mod cli;
 pub mod config;
 
+#[cfg(feature = "bench-support")]
 #[doc(hidden)]
 pub mod bench_support;
 
 mod broadcaster;
+mod broker;
+mod codec;
 mod control;
+mod delivery;
+mod events;
 mod messages;
 pub mod metrics;
 mod node;
+mod outbox;
+mod publish;
 mod room;
 mod server;
 mod session;
 mod shutdown;
+mod transport;
 mod worker;
 
-use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
+use std::{
+    borrow::Borrow,
+    fmt,
+    ops::Deref,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 pub use control::Control;
+pub use events::{MembershipEvent, MembershipObserver};
 pub use node::Node;
 pub use server::{bind_listener, serve, serve_node, serve_with_admin};
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// A session's id, unique within the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,17 +1,11 @@
 //! Messages between actors. These are never wire types: what reaches a client is encoded once by
 //! `switchboard-protocol` and carried here as shared bytes.
 
-use actix::Message;
-use bytes::Bytes;
-
 use std::sync::Arc;
 
-use crate::{metrics::FanoutTimer, SessionId};
+use actix::Message;
 
-/// A complete WebSocket frame (header and payload) as it goes on the wire, encoded once per
-/// publish and shared by reference count between every recipient: server frames are not masked,
-/// so the same bytes serve every connection.
-pub(crate) type Frame = Bytes;
+use crate::{codec::Frame, metrics::FanoutTimer, SessionId};
 
 /// To a [`crate::room::Room`]: deliver this frame to every member on the room's worker, except
 /// `except` (a relay member does not get its own messages back).
@@ -24,19 +18,17 @@ pub(crate) struct Fanout {
     pub(crate) timer: Option<Arc<FanoutTimer>>,
 }
 
-/// To a session: the node is shutting down; close with 1001 "going away".
-///
-/// Sent at most once per session by the drain, so it may bypass the mailbox capacity.
+/// To a session, from outside its worker thread: the admin API and the drain.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub(crate) struct GoAway;
-
-/// To a session: an operator closes it with 4001 "kicked".
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Kick;
-
-/// To a session: a `direct` frame from the admin API, encoded, to queue like a delivery.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct Direct(pub(crate) Frame);
+pub(crate) enum Command {
+    /// An operator closes the session with 4001 "kicked". Sent at most once per session (the
+    /// `kicked` flag of its [`crate::node::SessionInfo`]), so it may bypass the mailbox bound.
+    Kick,
+    /// The node is shutting down: close with 1001 "going away". Sent at most once per session
+    /// by the drain, so it may bypass the mailbox bound.
+    GoAway,
+    /// A `direct` frame from the admin API, encoded, to queue like a delivery. Sent with
+    /// `try_send`: it counts against the session's mailbox bound.
+    Direct(Frame),
+}

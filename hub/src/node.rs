@@ -8,17 +8,29 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actix::Addr;
+use actix::Recipient;
 use dashmap::DashMap;
 use switchboard_admin::{Mode, PolicyStore};
 
-use crate::{broadcaster::Broadcaster, config::Config, session::WsSession, SessionId};
+use crate::{
+    broadcaster::Broadcaster,
+    broker::{Broker, LocalBroker},
+    config::Config,
+    events::{MembershipObserver, Observers},
+    messages::Command,
+    SessionId,
+};
 
-/// Node-wide state: configuration, the broadcaster, the live sessions and the counters.
+/// Node-wide state: configuration, the broadcaster, the broker, the live sessions and the
+/// counters.
 #[derive(Debug)]
 pub struct Node {
     pub(crate) config: Config,
-    pub(crate) broadcaster: Broadcaster,
+    pub(crate) broadcaster: Arc<Broadcaster>,
+    /// Carries cluster-scope publishes; see `broker.rs`.
+    pub(crate) broker: Box<dyn Broker>,
+    /// Who hears of membership transitions (see `events.rs`).
+    pub(crate) observers: Observers,
     /// The live handshake policy: read by every handshake, replaced whole by the admin API.
     pub policy: Arc<PolicyStore>,
     /// Every live session, for shutdown and the admin API.
@@ -33,6 +45,17 @@ pub struct Node {
 impl Node {
     /// A node with no sessions.
     pub fn new(config: Config) -> Arc<Node> {
+        Node::with_observers(config, Vec::new())
+    }
+
+    /// A node with no sessions whose membership transitions are reported to `observers`.
+    pub fn with_observers(
+        config: Config,
+        observers: Vec<Arc<dyn MembershipObserver>>,
+    ) -> Arc<Node> {
+        let observers = Observers::new(observers);
+        let broadcaster = Arc::new(Broadcaster::new(observers.clone()));
+        let broker = Box::new(LocalBroker::new(broadcaster.clone()));
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
@@ -41,7 +64,9 @@ impl Node {
         Arc::new(Node {
             config,
             policy,
-            broadcaster: Broadcaster::default(),
+            broadcaster,
+            broker,
+            observers,
             sessions: DashMap::new(),
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -104,7 +129,8 @@ impl Node {
 /// A live session as the node sees it.
 #[derive(Debug)]
 pub(crate) struct SessionEntry {
-    pub(crate) addr: Addr<WsSession>,
+    /// The session's mailbox, for what reaches it from other threads (see [`Command`]).
+    pub(crate) commands: Recipient<Command>,
     pub(crate) info: Arc<SessionInfo>,
 }
 

@@ -1,19 +1,18 @@
 //! The [`Room`] actor: one per room per worker, fanning a publish out to that worker's members.
 //!
 //! Membership lives in a table shared (same thread, `Rc`) between the room and its worker's
-//! [`crate::worker::WorkerRooms`], so that subscribe and unsubscribe take effect synchronously,
-//! before their ack, while publishes queue in the room's bounded mailbox.
+//! [`crate::worker::WorkerRooms`], which alone adds and removes members, so that subscribe and
+//! unsubscribe take effect synchronously, before their ack, while publishes queue in the room's
+//! bounded mailbox. The room only reads the table.
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
-    broadcaster::MemberCount,
     messages::Fanout,
     metrics::{metrics, Drop as Dropped},
-    node::Node,
-    session::SharedOutbox,
+    outbox::{Refused, SharedOutbox},
     SessionId,
 };
 
@@ -27,8 +26,6 @@ pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 #[derive(Debug)]
 pub(crate) struct Room {
     members: Members,
-    /// The member count the admin API reads; kept in step when the room drops evicted members.
-    count: MemberCount,
     /// Publishes fanned out since the room last yielded its thread.
     burst: usize,
 }
@@ -43,17 +40,44 @@ pub(crate) struct Room {
 const FANOUT_BATCH: usize = 32;
 
 impl Room {
-    /// Starts a room actor on the current worker.
-    pub(crate) fn start_here(members: Members, count: MemberCount, node: &Node) -> Addr<Room> {
-        let capacity = node.config.room_queue_capacity;
+    /// Starts a room actor on the current worker, with a mailbox of `capacity` publishes.
+    pub(crate) fn start_here(members: Members, capacity: usize) -> Addr<Room> {
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            Room {
-                members,
-                count,
-                burst: 0,
-            }
+            Room { members, burst: 0 }
         })
+    }
+
+    /// Pushes `frame` into every member's outbox but `except`'s; returns the deliveries made,
+    /// members found full (now evicted) and members already evicted.
+    fn deliver(&self, frame: &Rc<bytes::Bytes>, except: Option<SessionId>) -> (u64, u64, u64) {
+        let (mut delivered, mut overflowed, mut refused) = (0u64, 0u64, 0u64);
+        let mut tally = |result: Result<(), Refused>| match result {
+            Ok(()) => delivered += 1,
+            Err(Refused::Overflow) => overflowed += 1,
+            Err(Refused::Evicted) => refused += 1,
+        };
+        let members = self.members.borrow();
+        // A push into the member's outbox, on this thread: no message and no allocation per
+        // recipient. A full outbox evicts its session (its writer closes it with 4000, and the
+        // session's end removes it from this table), so the other members never wait for it.
+        match except {
+            None => {
+                for outbox in members.values() {
+                    tally(outbox.borrow_mut().deliver(frame));
+                }
+            }
+            // Only relay publishes name a member to skip: the common loop above carries no
+            // per-recipient check.
+            Some(skip) => {
+                for (id, outbox) in members.iter() {
+                    if *id != skip {
+                        tally(outbox.borrow_mut().deliver(frame));
+                    }
+                }
+            }
+        }
+        (delivered, overflowed, refused)
     }
 }
 
@@ -94,40 +118,90 @@ impl Handler<Fanout> for Room {
             ctx.wait(wrap_future(tokio::task::yield_now()));
         }
         // Crossed threads once as `Bytes`; on this thread every member shares one `Rc`.
-        let frame = Rc::new(frame);
-        let mut delivered = 0u64;
-        let mut evicted = 0u64;
-        let mut members = self.members.borrow_mut();
-        // The sender (a relay member) sits out this delivery: taken out and put back, so the
-        // loop below carries no per-recipient check.
-        let sender = except.and_then(|id| members.remove(&id).map(|outbox| (id, outbox)));
-        members.retain(|_, outbox| {
-            // A push into the member's outbox, on this thread: no message and no allocation
-            // per recipient. A full outbox evicts the member (its writer closes it with 4000),
-            // so the other members are never delayed by it.
-            match outbox.borrow_mut().deliver(&frame) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(_) => {
-                    evicted += 1;
-                    false
-                }
-            }
-        });
-        if let Some((id, outbox)) = sender {
-            members.insert(id, outbox);
-        }
-        drop(members);
+        let (delivered, overflowed, refused) = self.deliver(&Rc::new(frame), except);
         metrics().delivered.inc_by(delivered);
-        if evicted > 0 {
-            metrics().dropped(Dropped::SlowConsumer, evicted);
-            self.count
-                .fetch_sub(evicted as usize, std::sync::atomic::Ordering::Relaxed);
-            metrics().subscriptions.sub(evicted as i64);
+        if overflowed > 0 {
+            metrics().dropped(Dropped::SlowConsumer, overflowed);
+        }
+        if refused > 0 {
+            metrics().dropped(Dropped::Evicted, refused);
         }
         // The last room to finish with this publish records its fan-out time.
         drop(timer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::outbox::Outbox;
+
+    fn room_with(outboxes: &[SharedOutbox], capacity: usize) -> (Members, Addr<Room>) {
+        let members = Members::default();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            members
+                .borrow_mut()
+                .insert(SessionId(i as u64), outbox.clone());
+        }
+        let addr = Room::start_here(members.clone(), capacity);
+        (members, addr)
+    }
+
+    fn fanout(text: &'static str, except: Option<SessionId>) -> Fanout {
+        Fanout {
+            frame: Bytes::from_static(text.as_bytes()),
+            except,
+            timer: None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn every_member_gets_each_publish_in_order_but_the_skipped_one() {
+        let outboxes: Vec<_> = (0..3).map(|_| Outbox::new(16, 1 << 20)).collect();
+        let (_members, room) = room_with(&outboxes, 8);
+        room.send(fanout("one", None)).await.unwrap();
+        room.send(fanout("two", Some(SessionId(1)))).await.unwrap();
+        let frames: Vec<usize> = outboxes.iter().map(|o| o.borrow().len_frames()).collect();
+        assert_eq!(frames, [2, 1, 2]);
+        assert_eq!(outboxes[0].borrow().len_bytes(), "onetwo".len());
+    }
+
+    #[actix_rt::test]
+    async fn a_full_member_is_evicted_without_holding_up_the_others() {
+        let slow = Outbox::new(1, 1 << 20);
+        let fast = Outbox::new(16, 1 << 20);
+        let (members, room) = room_with(&[slow.clone(), fast.clone()], 8);
+        for _ in 0..4 {
+            room.send(fanout("m", None)).await.unwrap();
+        }
+        assert!(slow.borrow().is_evicted());
+        assert_eq!(slow.borrow().len_frames(), 1);
+        assert_eq!(fast.borrow().len_frames(), 4);
+        // The room never changes membership: its worker removes the member when the session
+        // ends, in one place for every way a session ends.
+        assert_eq!(members.borrow().len(), 2);
+    }
+
+    #[actix_rt::test]
+    async fn a_publisher_waits_for_space_in_a_full_room_queue() {
+        let outbox = Outbox::new(usize::MAX, usize::MAX);
+        let (_members, room) = room_with(std::slice::from_ref(&outbox), 2);
+        // The room does not run until this task yields: the queue fills up.
+        room.try_send(fanout("a", None)).unwrap();
+        room.try_send(fanout("b", None)).unwrap();
+        assert!(matches!(
+            room.try_send(fanout("c", None)),
+            Err(actix::prelude::SendError::Full(_))
+        ));
+        // Each clone of an address is a sender of its own that may queue once past the bound:
+        // publishers share the one address the worker and the broadcaster keep.
+        assert!(room.clone().try_send(fanout("c", None)).is_ok());
+        // `send` waits until the room has taken the message.
+        room.send(fanout("d", None)).await.unwrap();
+        assert_eq!(outbox.borrow().len_frames(), 4);
     }
 }

@@ -11,7 +11,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use actix_web::dev::ServerHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::{messages::GoAway, node::Node};
+use crate::{messages::Command, node::Node};
 
 /// How long closed sessions get to flush their close frames before the server stops.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
@@ -21,7 +21,7 @@ pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
     let sessions: Vec<_> = node
         .sessions
         .iter()
-        .map(|e| (*e.key(), e.value().addr.clone()))
+        .map(|e| (*e.key(), e.value().commands.clone()))
         .collect();
     let window = node.config.shutdown_window;
     tracing::info!(
@@ -35,7 +35,7 @@ pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
     for (i, (id, addr)) in sessions.iter().enumerate() {
         sleep_until(start + window.mul_f64(i as f64 / n)).await;
         // Bounded: one per session, once (the `told` set).
-        addr.do_send(GoAway);
+        addr.do_send(Command::GoAway);
         told.insert(*id);
     }
     // Sessions whose handshake passed just before the flag was set.
@@ -43,10 +43,10 @@ pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
         .sessions
         .iter()
         .filter(|e| !told.contains(e.key()))
-        .map(|e| e.value().addr.clone())
+        .map(|e| e.value().commands.clone())
         .collect();
     for addr in late {
-        addr.do_send(GoAway);
+        addr.do_send(Command::GoAway);
     }
     let deadline = Instant::now() + FLUSH_GRACE;
     while !node.sessions.is_empty() && Instant::now() < deadline {

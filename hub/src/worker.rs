@@ -1,13 +1,18 @@
-//! [`WorkerRooms`]: the rooms and the heartbeat of one worker thread.
+//! [`WorkerRooms`]: the rooms, the sessions and the heartbeat of one worker thread; the one owner
+//! of its sessions' memberships.
 //!
-//! Each actix worker builds one at start-up. Sessions on the worker join and leave rooms through
-//! it synchronously; it starts a [`Room`] actor when a room gets its first member on this worker
-//! and forgets it (the actor then stops once its queue is drained) when the last one leaves,
-//! telling the node's broadcaster both times.
+//! Each actix worker builds one at start-up. A session is opened here when it starts and closed
+//! here when it ends, however it ends; it joins and leaves rooms here, synchronously. Every
+//! membership change goes through [`WorkerRooms::join`] and [`WorkerRooms::remove`], so this is
+//! the one place that knows a member left, and the one that raises
+//! [`MembershipEvent::MemberJoined`] and [`MembershipEvent::MemberLeft`]. It starts a [`Room`]
+//! actor when a room gets its first member on this worker and forgets it (the actor then stops
+//! once its queue is drained) when the last one leaves, registering and unregistering with the
+//! node's broadcaster, which raises the node-wide `RoomActive` and `RoomIdle`.
 
 use std::{
     cell::RefCell,
-    collections::{hash_map::Entry, HashMap},
+    collections::{hash_map::Entry, HashMap, HashSet},
     rc::Rc,
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
@@ -17,21 +22,23 @@ use actix::Addr;
 
 use crate::{
     broadcaster::MemberCount,
+    events::MembershipEvent,
     metrics::metrics,
-    node::Node,
+    node::{Node, SessionInfo},
+    outbox::SharedOutbox,
     room::{Members, Room},
-    session::SharedOutbox,
     RoomName, SessionId,
 };
 
-/// The rooms with members on one worker, and its sessions' heartbeat.
+/// The rooms and sessions of one worker, and its sessions' heartbeat.
 #[derive(Debug)]
 pub(crate) struct WorkerRooms {
     index: usize,
     node: Arc<Node>,
     rooms: RefCell<HashMap<RoomName, LocalRoom>>,
-    /// Every session on this worker, for the heartbeat: one timer per worker, not per session.
-    sessions: RefCell<HashMap<SessionId, SharedOutbox>>,
+    /// Every open session on this worker: its outbox (for the heartbeat, one timer per worker,
+    /// not per session) and its rooms.
+    sessions: RefCell<HashMap<SessionId, LocalSession>>,
 }
 
 #[derive(Debug)]
@@ -40,6 +47,26 @@ struct LocalRoom {
     members: Members,
     /// `members.len()`, readable from other threads (the admin API).
     count: MemberCount,
+}
+
+#[derive(Debug)]
+struct LocalSession {
+    outbox: SharedOutbox,
+    info: Arc<SessionInfo>,
+    rooms: HashSet<RoomName>,
+}
+
+/// What [`WorkerRooms::join`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// The session is now a member.
+    Joined,
+    /// The session was a member already.
+    Already,
+    /// The session is at `limit` rooms; nothing changed.
+    Full,
+    /// The session is not open on this worker (it is ending).
+    Closed,
 }
 
 impl WorkerRooms {
@@ -76,25 +103,16 @@ impl WorkerRooms {
 
     fn heartbeat(&self, interval: Duration, ping: bool) {
         let now = Instant::now();
-        for out in self.sessions.borrow().values() {
-            let mut out = out.borrow_mut();
+        for session in self.sessions.borrow().values() {
+            let mut out = session.outbox.borrow_mut();
             if now.saturating_duration_since(out.last_heard) > interval * 2 {
                 // Counted as a disconnect (`heartbeat_timeout`) when the connection ends.
                 out.time_out();
             } else if ping {
-                out.ping();
+                // A full outbox refuses the ping and evicts the session: it is not reading.
+                let _ = out.ping();
             }
         }
-    }
-
-    /// Puts a session under this worker's heartbeat.
-    pub(crate) fn watch(&self, id: SessionId, out: SharedOutbox) {
-        self.sessions.borrow_mut().insert(id, out);
-    }
-
-    /// Takes a session off the heartbeat.
-    pub(crate) fn unwatch(&self, id: SessionId) {
-        self.sessions.borrow_mut().remove(&id);
     }
 
     /// The worker's index, shown to clients in `welcome`.
@@ -102,16 +120,51 @@ impl WorkerRooms {
         self.index
     }
 
-    /// Adds a member to `room`. From the moment this returns, every publish that reaches the
-    /// room's queue reaches the member.
-    pub(crate) fn join(&self, room: &RoomName, id: SessionId, member: SharedOutbox) {
+    /// Opens a session on this worker: it is under the heartbeat and may join rooms.
+    pub(crate) fn open(&self, id: SessionId, outbox: SharedOutbox, info: Arc<SessionInfo>) {
+        self.sessions.borrow_mut().insert(
+            id,
+            LocalSession {
+                outbox,
+                info,
+                rooms: HashSet::new(),
+            },
+        );
+    }
+
+    /// Closes a session: it leaves every room it is in and is forgotten. The one end of every
+    /// session, whatever ended it; a second call does nothing.
+    pub(crate) fn close(&self, id: SessionId) {
+        let Some(session) = self.sessions.borrow_mut().remove(&id) else {
+            return;
+        };
+        for room in &session.rooms {
+            self.remove(room, id, &session.info);
+        }
+        session.info.subscriptions.store(0, Ordering::Relaxed);
+    }
+
+    /// Adds the session to `room`, unless it is in `limit` rooms already. From the moment this
+    /// returns `Joined`, every publish that reaches the room's queue reaches the member.
+    pub(crate) fn join(&self, id: SessionId, room: &str, limit: usize) -> Join {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(session) = sessions.get_mut(&id) else {
+            return Join::Closed;
+        };
+        if session.rooms.contains(room) {
+            return Join::Already;
+        }
+        if session.rooms.len() >= limit {
+            return Join::Full;
+        }
+        let room = RoomName::from(room);
         let mut rooms = self.rooms.borrow_mut();
         let local = match rooms.entry(room.clone()) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let members = Members::default();
                 let count = MemberCount::default();
-                let addr = Room::start_here(members.clone(), count.clone(), &self.node);
+                let addr = Room::start_here(members.clone(), self.node.config.room_queue_capacity);
                 self.node.broadcaster.register(
                     room.clone(),
                     self.index,
@@ -125,37 +178,86 @@ impl WorkerRooms {
                 })
             }
         };
-        if local.members.borrow_mut().insert(id, member).is_none() {
-            local.count.fetch_add(1, Ordering::Relaxed);
-            metrics().subscriptions.inc();
+        local
+            .members
+            .borrow_mut()
+            .insert(id, session.outbox.clone());
+        local.count.fetch_add(1, Ordering::Relaxed);
+        metrics().subscriptions.inc();
+        session.info.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if self.node.observers.any() {
+            self.node.observers.raise(MembershipEvent::MemberJoined {
+                room: &room,
+                session: &session.info.label,
+                user: session.info.user.as_deref(),
+                worker: self.index,
+            });
         }
+        session.rooms.insert(room);
+        Join::Joined
     }
 
-    /// Removes a member from `room`; forgets the room on this worker when it was the last.
-    pub(crate) fn leave(&self, room: &str, id: SessionId) {
+    /// Whether the session is a member of `room`.
+    pub(crate) fn is_member(&self, id: SessionId, room: &str) -> bool {
+        self.sessions
+            .borrow()
+            .get(&id)
+            .is_some_and(|s| s.rooms.contains(room))
+    }
+
+    /// Takes the session out of `room`; false when it was not a member.
+    pub(crate) fn leave(&self, id: SessionId, room: &str) -> bool {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(session) = sessions.get_mut(&id) else {
+            return false;
+        };
+        let Some(room) = session.rooms.take(room) else {
+            return false;
+        };
+        let info = session.info.clone();
+        drop(sessions);
+        self.remove(&room, id, &info);
+        info.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Removes a member from a room's table: the only code that does. Forgets the room on this
+    /// worker when it was the last member.
+    fn remove(&self, room: &str, id: SessionId, info: &SessionInfo) {
         let mut rooms = self.rooms.borrow_mut();
         let Some(local) = rooms.get(room) else {
             return;
         };
-        let now_empty = {
+        let (removed, now_empty) = {
             let mut members = local.members.borrow_mut();
-            if members.remove(&id).is_some() {
-                local.count.fetch_sub(1, Ordering::Relaxed);
-                metrics().subscriptions.dec();
-            }
-            members.is_empty()
+            let removed = members.remove(&id).is_some();
+            (removed, members.is_empty())
         };
+        if removed {
+            local.count.fetch_sub(1, Ordering::Relaxed);
+            metrics().subscriptions.dec();
+            if self.node.observers.any() {
+                self.node.observers.raise(MembershipEvent::MemberLeft {
+                    room,
+                    session: &info.label,
+                    user: info.user.as_deref(),
+                    worker: self.index,
+                });
+            }
+        }
         if now_empty {
             rooms.remove(room);
             self.node.broadcaster.unregister(room, self.index);
         }
     }
 
-    /// The room actor serving `room` on this worker, if it has members here.
-    pub(crate) fn local_room(&self, room: &str) -> Option<Addr<Room>> {
-        self.rooms
-            .borrow()
-            .get(room)
-            .map(|local| local.addr.clone())
+    /// Calls `f` with the room actor serving `room` on this worker, if it has members here.
+    ///
+    /// `f` gets the address this worker keeps, not a clone: actix bounds a mailbox per sender
+    /// handle (each clone may queue past the bound once), so publishers must share one handle
+    /// for the room queue's bound to hold.
+    pub(crate) fn with_room<R>(&self, room: &str, f: impl FnOnce(Option<&Addr<Room>>) -> R) -> R {
+        let rooms = self.rooms.borrow();
+        f(rooms.get(room).map(|local| &local.addr))
     }
 }

@@ -2,7 +2,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::value::RawValue;
-use switchboard_protocol::{decode, ServerFrame};
+use switchboard_protocol::{decode, Envelope, Scope, ServerFrame};
 
 fn codec(c: &mut Criterion) {
     let payload = format!(
@@ -41,6 +41,22 @@ fn codec(c: &mut Criterion) {
             }
             .encode()
         })
+    });
+    let envelope = Envelope {
+        room: "chat:lobby".into(),
+        data,
+        from: "1a2b3c4d-17".into(),
+        user: Some("alice".into()),
+        scope: Scope::Cluster,
+        node: "node-a".into(),
+        offset: None,
+    };
+    let envelope_text = envelope.encode();
+    group.bench_function("encode_envelope_100b", |b| {
+        b.iter(|| black_box(&envelope).encode())
+    });
+    group.bench_function("decode_envelope_100b", |b| {
+        b.iter(|| Envelope::decode(black_box(&envelope_text)))
     });
     group.finish();
 }

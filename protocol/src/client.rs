@@ -166,10 +166,11 @@ fn string_field<'a>(
     }
 }
 
-struct CowStr<'a>(Cow<'a, str>);
+/// A JSON string that borrows from the input when it has no escapes.
+pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> CowStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    pub(crate) fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Cow<'de, str>;
@@ -252,7 +253,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 }
 
-struct CowStrSeed;
+/// Deserializes a [`CowStr`] (an object key, in a `MapAccess`).
+pub(crate) struct CowStrSeed;
 
 impl<'de> de::DeserializeSeed<'de> for CowStrSeed {
     type Value = CowStr<'de>;

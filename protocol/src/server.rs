@@ -159,7 +159,7 @@ fn push_seconds(out: &mut String, secs: f64) {
 }
 
 /// Writes `s` as a JSON string literal (RFC 8259 escaping).
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
@@ -184,7 +184,8 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn json_str_len(s: &str) -> usize {
+/// The length of `s` as written by [`push_json_str`], quotes included.
+pub(crate) fn json_str_len(s: &str) -> usize {
     2 + s
         .bytes()
         .map(|b| match b {

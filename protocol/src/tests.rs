@@ -1,8 +1,13 @@
 #![allow(clippy::unwrap_used)]
 
+use std::borrow::Cow;
+
 use serde_json::{json, Value};
 
-use crate::{decode, ClientFrame, DecodeError, ErrorCode, RawValue, Scope, ServerFrame, Welcome};
+use crate::{
+    decode, ClientFrame, DecodeError, Envelope, EnvelopeError, ErrorCode, RawValue, Scope,
+    ServerFrame, Welcome, ENVELOPE_VERSION,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1226,4 +1231,512 @@ fn direct_carries_data_verbatim_and_from() {
         text,
         r#"{"op":"direct","data":{ "n" : 1.50 },"from":"admin"}"#
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelope
+// ---------------------------------------------------------------------------------------------
+
+const SCOPES: [Scope; 3] = [Scope::Worker, Scope::Node, Scope::Cluster];
+
+/// Every JSON kind, spelled with whitespace, escapes and number forms that must survive as is.
+const ENVELOPE_DATAS: &[&str] = &[
+    "null",
+    "true",
+    "false",
+    "0",
+    "-12",
+    "2.50",
+    "-1.5e10",
+    "18446744073709551616",
+    r#""""#,
+    r#""é \" \n \u00e9 \ud83d\ude00""#,
+    "[]",
+    "{}",
+    r#"{"a" : [1, 2.50, "x"]}"#,
+    "[ 1 , [ 2 , { } ] ]",
+    r#"{ "n" : { "m" : null } , "n" : 2 }"#,
+];
+
+/// An envelope whose strings borrow from the arguments.
+fn envelope<'a>(
+    room: &'a str,
+    data: &'a RawValue,
+    from: &'a str,
+    user: Option<&'a str>,
+    scope: Scope,
+    node: &'a str,
+    offset: Option<u64>,
+) -> Envelope<'a> {
+    Envelope {
+        room: room.into(),
+        data,
+        from: from.into(),
+        user: user.map(Cow::Borrowed),
+        scope,
+        node: node.into(),
+        offset,
+    }
+}
+
+/// A valid envelope's fields as (name, JSON text), in encoding order.
+const ENVELOPE_FIELDS: [(&str, &str); 6] = [
+    ("v", "1"),
+    ("room", r#""lobby""#),
+    ("node", r#""n1""#),
+    ("from", r#""1a2b3c4d-7""#),
+    ("scope", r#""cluster""#),
+    ("data", r#"{"x":1}"#),
+];
+
+/// A valid envelope's text with one field's value replaced (`Some`) or removed (`None`); a name
+/// that is not one of the valid envelope's fields is added.
+fn envelope_with(name: &str, value: Option<&str>) -> String {
+    let mut fields: Vec<String> = Vec::new();
+    let mut seen = false;
+    for (k, v) in ENVELOPE_FIELDS {
+        if k == name {
+            seen = true;
+            if let Some(value) = value {
+                fields.push(format!("\"{k}\":{value}"));
+            }
+        } else {
+            fields.push(format!("\"{k}\":{v}"));
+        }
+    }
+    if let (false, Some(value)) = (seen, value) {
+        fields.push(format!("\"{name}\":{value}"));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+fn envelope_err(text: &str) -> EnvelopeError {
+    match Envelope::decode(text) {
+        Ok(env) => panic!("expected {text:?} to fail, got {env:?}"),
+        Err(e) => e,
+    }
+}
+
+fn invalid(field: &'static str, message: &'static str) -> EnvelopeError {
+    EnvelopeError::Invalid { field, message }
+}
+
+#[test]
+fn envelope_version_is_one() {
+    assert_eq!(ENVELOPE_VERSION, 1);
+}
+
+#[test]
+fn envelope_encodes_every_field_in_order() {
+    let data = raw(r#"{"text":"hi"}"#);
+    let env = envelope(
+        "lobby",
+        &data,
+        "1a2b3c4d-7",
+        Some("alice"),
+        Scope::Cluster,
+        "n1",
+        Some(12),
+    );
+    assert_eq!(
+        env.encode(),
+        r#"{"v":1,"room":"lobby","node":"n1","from":"1a2b3c4d-7","user":"alice","scope":"cluster","offset":12,"data":{"text":"hi"}}"#
+    );
+}
+
+#[test]
+fn envelope_omits_user_and_offset_when_absent() {
+    let data = raw("null");
+    let text = envelope("r", &data, "admin", None, Scope::Node, "n", None).encode();
+    assert_eq!(
+        text,
+        r#"{"v":1,"room":"r","node":"n","from":"admin","scope":"node","data":null}"#
+    );
+}
+
+#[test]
+fn envelope_decodes_every_field() {
+    let text = r#"{"v":1,"room":"lobby","node":"n1","from":"1a2b3c4d-7","user":"alice","scope":"worker","offset":12,"data":{"text":"hi"}}"#;
+    let data = raw(r#"{"text":"hi"}"#);
+    assert_eq!(
+        Envelope::decode(text).unwrap(),
+        envelope(
+            "lobby",
+            &data,
+            "1a2b3c4d-7",
+            Some("alice"),
+            Scope::Worker,
+            "n1",
+            Some(12)
+        )
+    );
+}
+
+#[test]
+fn envelope_round_trips_every_field_combination() {
+    let rooms: Vec<&str> = TRICKY_STRINGS
+        .iter()
+        .copied()
+        .filter(|r| crate::validate_room(r).is_ok())
+        .collect();
+    assert!(rooms.len() > 5);
+    let offsets = [None, Some(0), Some(9), Some(10), Some(12), Some(u64::MAX)];
+    for &s in TRICKY_STRINGS {
+        for &room in &rooms {
+            for user in [None, Some(s)] {
+                for scope in SCOPES {
+                    for offset in offsets {
+                        let data = raw(r#"{"a" : [1, 2.50, "x"]}"#);
+                        let env = envelope(room, &data, s, user, scope, s, offset);
+                        let text = env.encode();
+                        assert_eq!(text.len(), env.encoded_len(), "{text:?}");
+                        assert!(
+                            !text.bytes().any(|b| b < 0x20),
+                            "raw control byte in {text:?}"
+                        );
+                        assert_eq!(Envelope::decode(&text).unwrap(), env, "{text:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn envelope_encoding_is_the_json_of_its_fields() {
+    for &s in TRICKY_STRINGS {
+        let data = raw("[1, 2.50]");
+        let text = envelope("room", &data, s, Some(s), Scope::Worker, s, Some(7)).encode();
+        assert_eq!(
+            parse(&text),
+            json!({"v": 1, "room": "room", "node": s, "from": s, "user": s, "scope": "worker",
+                   "offset": 7, "data": [1, 2.5]}),
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
+fn envelope_keeps_data_of_every_kind_byte_for_byte() {
+    for d in ENVELOPE_DATAS {
+        let data = raw(d);
+        let env = envelope("r", &data, "s-1", None, Scope::Cluster, "n", None);
+        let text = env.encode();
+        assert!(text.ends_with(&format!(r#","data":{d}}}"#)), "{text}");
+        assert_eq!(text.len(), env.encoded_len(), "{d}");
+        assert_eq!(Envelope::decode(&text).unwrap().data.get(), *d);
+        // And wherever it stands in an envelope written by someone else.
+        let text = format!(
+            r#"{{ "data" : {d} , "v" : 1 , "room" : "r" , "node" : "n" , "from" : "s" , "scope" : "node" }}"#
+        );
+        assert_eq!(Envelope::decode(&text).unwrap().data.get(), *d, "{text}");
+    }
+}
+
+#[test]
+fn envelope_decode_borrows_strings_without_escapes() {
+    let text =
+        r#"{"v":1,"room":"lobby","node":"n1","from":"s-7","user":"alice","scope":"node","data":0}"#;
+    let env = Envelope::decode(text).unwrap();
+    assert!(matches!(env.room, Cow::Borrowed("lobby")));
+    assert!(matches!(env.node, Cow::Borrowed("n1")));
+    assert!(matches!(env.from, Cow::Borrowed("s-7")));
+    assert!(matches!(env.user, Some(Cow::Borrowed("alice"))));
+}
+
+#[test]
+fn envelope_decode_unescapes_strings() {
+    let text = r#"{"v":1,"room":"l\u00f6bby \"1\"","node":"n\\1","from":"s\t7","user":"\ud83d\ude00","scope":"node","data":0}"#;
+    let env = Envelope::decode(text).unwrap();
+    assert_eq!(env.room, "löbby \"1\"");
+    assert_eq!(env.node, "n\\1");
+    assert_eq!(env.from, "s\t7");
+    assert_eq!(env.user.as_deref(), Some("😀"));
+}
+
+#[test]
+fn envelope_decode_accepts_any_field_order_and_whitespace() {
+    let text = "\n { \"data\" : [ ] ,\t\"scope\":\"worker\" , \"offset\" : 3, \"from\":\"f\",\"node\":\"n\",\"room\":\"r\",\"v\":1 } \n";
+    let data = raw("[ ]");
+    assert_eq!(
+        Envelope::decode(text).unwrap(),
+        envelope("r", &data, "f", None, Scope::Worker, "n", Some(3))
+    );
+}
+
+#[test]
+fn envelope_decode_recognises_escaped_field_names() {
+    let text = r#"{"\u0076":1,"r\u006fom":"r","node":"n","from":"f","scope":"node","data":1}"#;
+    assert_eq!(Envelope::decode(text).unwrap().room, "r");
+}
+
+#[test]
+fn envelope_decode_ignores_unknown_fields() {
+    for extra in [
+        r#""op":"publish""#,
+        r#""trace":{"id":[1,2,{"x":null}]}"#,
+        r#""x":1,"x":2"#,
+        r#""V":2"#,
+        r#""priority":-1.5e3"#,
+    ] {
+        let text = format!(
+            r#"{{{extra},"v":1,"room":"r","node":"n","from":"f","scope":"node","data":true}}"#
+        );
+        let data = raw("true");
+        assert_eq!(
+            Envelope::decode(&text).unwrap(),
+            envelope("r", &data, "f", None, Scope::Node, "n", None),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn envelope_decode_takes_null_user_and_offset_as_absent() {
+    let text = envelope_with("user", Some("null"));
+    assert_eq!(Envelope::decode(&text).unwrap().user, None);
+    let text = envelope_with("offset", Some("null"));
+    assert_eq!(Envelope::decode(&text).unwrap().offset, None);
+}
+
+#[test]
+fn envelope_decode_accepts_null_data() {
+    let text = envelope_with("data", Some("null"));
+    assert_eq!(Envelope::decode(&text).unwrap().data.get(), "null");
+}
+
+#[test]
+fn envelope_decode_accepts_offset_extremes() {
+    for (spelled, want) in [("0", 0), ("18446744073709551615", u64::MAX)] {
+        let text = envelope_with("offset", Some(spelled));
+        assert_eq!(Envelope::decode(&text).unwrap().offset, Some(want));
+    }
+}
+
+#[test]
+fn envelope_text_that_is_not_json_is_not_json() {
+    let valid = envelope_with("", None);
+    for text in [
+        String::new(),
+        " ".to_owned(),
+        "{".to_owned(),
+        "not json".to_owned(),
+        r#"{"v":1,}"#.to_owned(),
+        r#"{"v":1 "room":"r"}"#.to_owned(),
+        r#"{'v':1}"#.to_owned(),
+        r#"{"v":1,"room":"\ud800"}"#.to_owned(),
+        format!("{valid} x"),
+        format!("{valid}{valid}"),
+        valid[..valid.len() - 1].to_owned(),
+    ] {
+        assert!(
+            matches!(envelope_err(&text), EnvelopeError::NotJson(_)),
+            "{text:?}: {:?}",
+            envelope_err(&text)
+        );
+    }
+}
+
+#[test]
+fn envelope_json_that_is_not_an_object_is_not_an_object() {
+    let valid = envelope_with("", None);
+    for text in [
+        "[]".to_owned(),
+        "1".to_owned(),
+        "-1.5".to_owned(),
+        r#""s""#.to_owned(),
+        "null".to_owned(),
+        "true".to_owned(),
+        format!("[{valid}]"),
+        format!("{valid:?}"),
+    ] {
+        assert_eq!(envelope_err(&text), EnvelopeError::NotObject, "{text}");
+    }
+}
+
+#[test]
+fn envelope_missing_required_field_is_missing() {
+    for (name, _) in ENVELOPE_FIELDS {
+        assert_eq!(
+            envelope_err(&envelope_with(name, None)),
+            EnvelopeError::Missing(name),
+            "{name}"
+        );
+    }
+    assert_eq!(envelope_err("{}"), EnvelopeError::Missing("v"));
+}
+
+#[test]
+fn envelope_string_fields_of_another_type_are_invalid() {
+    for name in ["room", "node", "from", "user", "scope"] {
+        for value in ["1", "[]", "{}", "true", r#"["r"]"#] {
+            assert_eq!(
+                envelope_err(&envelope_with(name, Some(value))),
+                invalid(name, "must be a string"),
+                "{name}: {value}"
+            );
+        }
+    }
+    for name in ["room", "node", "from", "scope"] {
+        assert_eq!(
+            envelope_err(&envelope_with(name, Some("null"))),
+            invalid(name, "must be a string"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn envelope_version_that_is_not_an_unsigned_integer_is_invalid() {
+    for value in [
+        r#""1""#,
+        "1.0",
+        "1e0",
+        "-1",
+        "null",
+        "true",
+        "[1]",
+        "{}",
+        "18446744073709551616",
+    ] {
+        assert_eq!(
+            envelope_err(&envelope_with("v", Some(value))),
+            invalid("v", "must be an unsigned integer"),
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn envelope_of_another_version_is_refused() {
+    for v in [0, 2, 3, u64::MAX] {
+        let text = envelope_with("v", Some(&v.to_string()));
+        assert_eq!(envelope_err(&text), EnvelopeError::Version(v), "{text}");
+    }
+}
+
+#[test]
+fn envelope_version_is_checked_before_the_other_fields() {
+    assert_eq!(envelope_err(r#"{"v":2}"#), EnvelopeError::Version(2));
+    assert_eq!(
+        envelope_err(r#"{"v":2,"room":"","scope":"galaxy","offset":-1}"#),
+        EnvelopeError::Version(2)
+    );
+    assert_eq!(
+        envelope_err(r#"{"room":"r","node":"n","from":"f","scope":"node","data":1}"#),
+        EnvelopeError::Missing("v")
+    );
+}
+
+#[test]
+fn envelope_bad_room_is_invalid_with_the_room_rule() {
+    for room in [
+        "",
+        &"x".repeat(crate::MAX_ROOM_BYTES + 1),
+        "a\u{7}b",
+        "\u{85}",
+    ] {
+        let want = crate::validate_room(room).unwrap_err().1;
+        let value = serde_json::to_string(room).unwrap();
+        assert_eq!(
+            envelope_err(&envelope_with("room", Some(&value))),
+            invalid("room", want),
+            "{room:?}"
+        );
+    }
+    let longest = serde_json::to_string(&"x".repeat(crate::MAX_ROOM_BYTES)).unwrap();
+    assert!(Envelope::decode(&envelope_with("room", Some(&longest))).is_ok());
+}
+
+#[test]
+fn envelope_bad_scope_is_invalid() {
+    for scope in [r#""""#, r#""global""#, r#""Cluster""#, r#"" node""#] {
+        assert_eq!(
+            envelope_err(&envelope_with("scope", Some(scope))),
+            invalid("scope", "must be \"worker\", \"node\" or \"cluster\""),
+            "{scope}"
+        );
+    }
+    for scope in SCOPES {
+        let text = envelope_with("scope", Some(&format!("\"{scope}\"")));
+        assert_eq!(Envelope::decode(&text).unwrap().scope, scope);
+    }
+}
+
+#[test]
+fn envelope_offset_that_is_not_an_unsigned_integer_is_invalid() {
+    for value in [
+        "-1",
+        "-0",
+        "1.5",
+        "1.0",
+        "1e3",
+        r#""12""#,
+        "true",
+        "[]",
+        "{}",
+        "18446744073709551616",
+    ] {
+        assert_eq!(
+            envelope_err(&envelope_with("offset", Some(value))),
+            invalid("offset", "must be an unsigned integer"),
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn envelope_duplicate_field_is_refused() {
+    for (name, value) in ENVELOPE_FIELDS
+        .into_iter()
+        .chain([("user", r#""u""#), ("offset", "1")])
+    {
+        let valid = envelope_with(name, Some(value));
+        // The same field again, with the same value or another.
+        for again in [value, "null"] {
+            let text = format!("{},\"{name}\":{again}}}", &valid[..valid.len() - 1]);
+            assert_eq!(
+                envelope_err(&text),
+                EnvelopeError::Duplicate(name),
+                "{text}"
+            );
+        }
+    }
+    let text =
+        r#"{"v":1,"room":"r","r\u006fom":"s","node":"n","from":"f","scope":"node","data":1}"#;
+    assert_eq!(envelope_err(text), EnvelopeError::Duplicate("room"));
+}
+
+#[test]
+fn envelope_errors_name_the_field() {
+    assert_eq!(
+        EnvelopeError::Missing("node").to_string(),
+        "missing field `node`"
+    );
+    assert_eq!(
+        EnvelopeError::Duplicate("data").to_string(),
+        "duplicate field `data`"
+    );
+    assert_eq!(
+        invalid("offset", "must be an unsigned integer").to_string(),
+        "field `offset`: must be an unsigned integer"
+    );
+    assert!(EnvelopeError::Version(2).to_string().contains('2'));
+    assert!(envelope_err("{")
+        .to_string()
+        .starts_with("not valid JSON: "));
+}
+
+#[test]
+fn envelopes_compare_data_by_its_text() {
+    let (a, b) = (raw("[1,2]"), raw("[1, 2]"));
+    let x = envelope("r", &a, "f", None, Scope::Node, "n", None);
+    let y = envelope("r", &b, "f", None, Scope::Node, "n", None);
+    assert_ne!(x, y);
+    assert_eq!(x, x.clone());
+    let owned = Envelope {
+        room: Cow::Owned("r".to_owned()),
+        ..x.clone()
+    };
+    assert_eq!(x, owned);
 }

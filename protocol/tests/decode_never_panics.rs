@@ -1,9 +1,14 @@
-//! Property tests: `decode` never panics, and valid frames round-trip.
+//! Property tests: `decode` and `Envelope::decode` never panic, and valid frames and envelopes
+//! round-trip.
 #![allow(clippy::unwrap_used)]
+
+use std::borrow::Cow;
 
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
-use switchboard_protocol::{decode, ClientFrame, RawValue, ServerFrame, MAX_ROOM_BYTES};
+use switchboard_protocol::{
+    decode, ClientFrame, Envelope, RawValue, Scope, ServerFrame, MAX_ROOM_BYTES,
+};
 
 /// Any JSON value, nested a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -85,6 +90,131 @@ fn valid_room() -> impl Strategy<Value = String> {
     })
 }
 
+/// The parts of a valid envelope, owned, for building an [`Envelope`] that borrows them.
+#[derive(Debug, Clone)]
+struct EnvelopeParts {
+    room: String,
+    data: String,
+    from: String,
+    user: Option<String>,
+    scope: Scope,
+    node: String,
+    offset: Option<u64>,
+}
+
+impl EnvelopeParts {
+    fn envelope<'a>(&'a self, data: &'a RawValue) -> Envelope<'a> {
+        Envelope {
+            room: Cow::Borrowed(&self.room),
+            data,
+            from: Cow::Borrowed(&self.from),
+            user: self.user.as_deref().map(Cow::Borrowed),
+            scope: self.scope,
+            node: Cow::Borrowed(&self.node),
+            offset: self.offset,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let data = RawValue::from_string(self.data.clone()).unwrap();
+        self.envelope(&data).encode()
+    }
+}
+
+fn scope() -> impl Strategy<Value = Scope> {
+    prop::sample::select(vec![Scope::Worker, Scope::Node, Scope::Cluster])
+}
+
+/// Any valid envelope; `data` is JSON text, compact or pretty.
+fn envelope_parts() -> impl Strategy<Value = EnvelopeParts> {
+    (
+        valid_room(),
+        (json_value(), any::<bool>()),
+        any::<String>(),
+        proptest::option::of(any::<String>()),
+        scope(),
+        any::<String>(),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(
+            |(room, (data, pretty), from, user, scope, node, offset)| EnvelopeParts {
+                room,
+                data: if pretty {
+                    serde_json::to_string_pretty(&data).unwrap()
+                } else {
+                    serde_json::to_string(&data).unwrap()
+                },
+                from,
+                user,
+                scope,
+                node,
+                offset,
+            },
+        )
+}
+
+/// One edit of a text: cut it, drop a range, insert or overwrite a character.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Truncate(prop::sample::Index),
+    Delete(prop::sample::Index, usize),
+    Insert(prop::sample::Index, char),
+    Replace(prop::sample::Index, char),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    // Characters that matter to JSON, and any other.
+    let c = prop_oneof![
+        prop::sample::select(vec![
+            '{', '}', '[', ']', '"', '\\', ':', ',', '-', '.', '0', 'e', 'u', ' '
+        ]),
+        any::<char>(),
+    ];
+    prop_oneof![
+        any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+        (any::<prop::sample::Index>(), 1usize..8).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        (any::<prop::sample::Index>(), c.clone()).prop_map(|(i, c)| Mutation::Insert(i, c)),
+        (any::<prop::sample::Index>(), c).prop_map(|(i, c)| Mutation::Replace(i, c)),
+    ]
+}
+
+/// Applies `m` to `text`, on character boundaries so that the result is still a `String`.
+fn mutate(text: &str, m: &Mutation) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    match m {
+        Mutation::Truncate(i) => chars.truncate(i.index(chars.len() + 1)),
+        Mutation::Delete(i, n) => {
+            let start = i.index(chars.len() + 1);
+            let end = (start + n).min(chars.len());
+            chars.drain(start..end);
+        }
+        Mutation::Insert(i, c) => chars.insert(i.index(chars.len() + 1), *c),
+        Mutation::Replace(i, c) => {
+            if !chars.is_empty() {
+                let at = i.index(chars.len());
+                chars[at] = *c;
+            }
+        }
+    }
+    chars.into_iter().collect()
+}
+
+/// JSON text of an object whose keys are drawn from the envelope's field names (duplicates
+/// included).
+fn envelope_like_object() -> impl Strategy<Value = String> {
+    let key = prop::sample::select(vec![
+        "v", "room", "node", "from", "user", "scope", "offset", "data", "x",
+    ]);
+    let value = prop_oneof![Just(Value::from(1)), field_value()];
+    prop::collection::vec((key, value), 0..10).prop_map(|fields| {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{}", serde_json::to_string(v).unwrap()))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    })
+}
+
 proptest! {
     #[test]
     fn decode_never_panics_on_any_string(text in ".*") {
@@ -142,5 +272,47 @@ proptest! {
         prop_assert_eq!(text.len(), ServerFrame::message_len(&room, &raw, &from, Some(&from)));
         let v: Value = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(v, serde_json::json!({"op": "message", "room": room, "data": want_data, "from": &from, "user": &from}));
+    }
+
+    #[test]
+    fn envelope_decode_never_panics_on_any_string(text in ".*") {
+        let _ = Envelope::decode(&text);
+    }
+
+    #[test]
+    fn envelope_decode_never_panics_on_json_ish_text(text in "[{}\\[\\]\":,a-z0-9 \\\\]*") {
+        let _ = Envelope::decode(&text);
+    }
+
+    #[test]
+    fn envelope_decode_never_panics_on_objects_with_envelope_keys(text in envelope_like_object()) {
+        let _ = Envelope::decode(&text);
+    }
+
+    #[test]
+    fn envelope_decode_never_panics_on_mutated_envelopes(
+        parts in envelope_parts(),
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        let mut text = parts.encode();
+        for m in &mutations {
+            text = mutate(&text, m);
+        }
+        let _ = Envelope::decode(&text);
+    }
+
+    #[test]
+    fn envelope_encode_then_decode_is_the_identity(parts in envelope_parts()) {
+        let data = RawValue::from_string(parts.data.clone()).unwrap();
+        let env = parts.envelope(&data);
+        let text = env.encode();
+        let decoded = Envelope::decode(&text);
+        prop_assert_eq!(decoded.as_ref(), Ok(&env), "{:?}", text);
+        prop_assert_eq!(decoded.unwrap().data.get(), parts.data.as_str());
+        // The text is plain JSON too, readable by anything.
+        let v: Value = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(&v["room"], &Value::from(parts.room.as_str()));
+        prop_assert_eq!(&v["node"], &Value::from(parts.node.as_str()));
+        prop_assert_eq!(&v["from"], &Value::from(parts.from.as_str()));
     }
 }

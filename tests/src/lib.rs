@@ -33,6 +33,95 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// How long any single expected event may take before a test fails.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// A hub that tests connect to: a process ([`TestHub`]) or one in the test's own process
+/// ([`InProcessHub`]).
+pub trait Target {
+    /// The WebSocket listener's address.
+    fn addr(&self) -> SocketAddr;
+    /// The default endpoint's URL.
+    fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr())
+    }
+}
+
+impl Target for TestHub {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A hub running in the test's own process, on its own thread and actix system, for tests that
+/// need to hold its [`switchboard_hub::Node`] (its policy, its membership events). Stopped (and
+/// its thread joined) on drop.
+#[derive(Debug)]
+pub struct InProcessHub {
+    /// The running node.
+    pub node: Arc<switchboard_hub::Node>,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Target for InProcessHub {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl InProcessHub {
+    /// Starts a hub with 2 workers, the settings of `toml` and these membership observers.
+    pub fn start(
+        toml: &str,
+        observers: Vec<Arc<dyn switchboard_hub::MembershipObserver>>,
+    ) -> InProcessHub {
+        use switchboard_hub::config::{Config, Overrides};
+        let overrides = Overrides {
+            workers: Some(2),
+            ..Overrides::default()
+        };
+        let config = Config::from_sources(toml, Vec::new(), &overrides).unwrap();
+        let node = switchboard_hub::Node::with_observers(config, observers);
+        let listener = switchboard_hub::bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server_node = node.clone();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new()
+                .block_on(switchboard_hub::serve_node(server_node, listener, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        InProcessHub {
+            node,
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the hub down as a signal would (the drain: 1001 to every session) and waits until
+    /// it has stopped.
+    pub fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for InProcessHub {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.shut_down();
+        } else if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// A running hub process.
 #[derive(Debug)]
 pub struct TestHub {
@@ -317,8 +406,8 @@ impl HttpReply {
 /// Sends `request` (raw bytes, head and all) to the hub and reads one response: the status,
 /// headers, body, and whether the server then closed the connection. A 101 answer is returned
 /// as soon as its head is read.
-pub async fn http_exchange(hub: &TestHub, request: &[u8]) -> HttpReply {
-    http_exchange_at(hub.addr, request).await
+pub async fn http_exchange(hub: &impl Target, request: &[u8]) -> HttpReply {
+    http_exchange_at(hub.addr(), request).await
 }
 
 /// [`http_exchange`] with a server at `addr`.
@@ -392,8 +481,8 @@ pub async fn http_exchange_at(addr: SocketAddr, request: &[u8]) -> HttpReply {
 }
 
 /// A WebSocket upgrade request for `path` with extra header lines (each `Name: value`).
-pub fn upgrade_request(hub: &TestHub, path: &str, extra: &[&str]) -> Vec<u8> {
-    upgrade_request_to(hub.addr, path, extra)
+pub fn upgrade_request(hub: &impl Target, path: &str, extra: &[&str]) -> Vec<u8> {
+    upgrade_request_to(hub.addr(), path, extra)
 }
 
 /// [`upgrade_request`] for a server at `addr`.
@@ -503,8 +592,8 @@ impl Client {
     }
 
     /// Connects and reads the welcome frame.
-    pub async fn connect(hub: &TestHub) -> Client {
-        let (ws, _) = timeout(STEP, tokio_tungstenite::connect_async(hub.ws_url()))
+    pub async fn connect(hub: &impl Target) -> Client {
+        let (ws, _) = timeout(STEP, tokio_tungstenite::connect_async(Target::ws_url(hub)))
             .await
             .expect("connect timed out")
             .expect("connect");
@@ -618,6 +707,8 @@ impl Client {
 pub struct RawClient {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// The `welcome` frame, on a `switchboard.v1` endpoint.
+    pub welcome: Option<Value>,
 }
 
 /// A frame read from the server.
@@ -638,12 +729,12 @@ impl RawFrame {
 
 impl RawClient {
     /// Connects and completes the handshake; reads the welcome frame.
-    pub async fn connect(hub: &TestHub) -> RawClient {
+    pub async fn connect(hub: &impl Target) -> RawClient {
         Self::connect_with_rcvbuf(hub, None).await
     }
 
     /// Like [`RawClient::connect`] with a small receive buffer, to stall quickly when not reading.
-    pub async fn connect_with_rcvbuf(hub: &TestHub, rcvbuf: Option<u32>) -> RawClient {
+    pub async fn connect_with_rcvbuf(hub: &impl Target, rcvbuf: Option<u32>) -> RawClient {
         match Self::try_connect(hub, rcvbuf).await {
             Ok(c) => c,
             Err(head) => panic!("handshake refused: {head}"),
@@ -651,23 +742,33 @@ impl RawClient {
     }
 
     /// Connects to `path` (a relay or echo endpoint) and completes the handshake; reads nothing.
-    pub async fn connect_path(hub: &TestHub, path: &str) -> RawClient {
-        match Self::handshake(hub, None, path).await {
+    pub async fn connect_path(hub: &impl Target, path: &str) -> RawClient {
+        Self::connect_path_with_rcvbuf(hub, path, None).await
+    }
+
+    /// Like [`RawClient::connect_path`] with a small receive buffer.
+    pub async fn connect_path_with_rcvbuf(
+        hub: &impl Target,
+        path: &str,
+        rcvbuf: Option<u32>,
+    ) -> RawClient {
+        match Self::handshake(hub, rcvbuf, path).await {
             Ok(c) => c,
             Err(head) => panic!("handshake refused: {head}"),
         }
     }
 
     /// Connects; `Err` with the response head when the hub does not answer 101.
-    pub async fn try_connect(hub: &TestHub, rcvbuf: Option<u32>) -> Result<RawClient, String> {
+    pub async fn try_connect(hub: &impl Target, rcvbuf: Option<u32>) -> Result<RawClient, String> {
         let mut c = Self::handshake(hub, rcvbuf, "/ws").await?;
         let welcome = c.read_frame().await.expect("welcome");
         assert_eq!(welcome.opcode, 0x1);
+        c.welcome = Some(serde_json::from_slice(&welcome.payload).unwrap());
         Ok(c)
     }
 
     async fn handshake(
-        hub: &TestHub,
+        hub: &impl Target,
         rcvbuf: Option<u32>,
         path: &str,
     ) -> Result<RawClient, String> {
@@ -675,13 +776,14 @@ impl RawClient {
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
         }
-        let stream = timeout(STEP, socket.connect(hub.addr))
+        let stream = timeout(STEP, socket.connect(hub.addr()))
             .await
             .unwrap()
             .unwrap();
         let mut c = RawClient {
             stream,
             buf: Vec::new(),
+            welcome: None,
         };
         c.stream
             .write_all(&upgrade_request(hub, path, &[]))
@@ -709,6 +811,11 @@ impl RawClient {
             assert!(n > 0, "connection closed during handshake");
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// The session id from the welcome frame.
+    pub fn session(&self) -> &str {
+        self.welcome.as_ref().unwrap()["session"].as_str().unwrap()
     }
 
     /// Writes bytes as they are.
@@ -850,7 +957,7 @@ const MAX_SPREAD: usize = 40;
 
 /// Connects at least `min` clients, and more (up to [`MAX_SPREAD`]) until both workers 0 and 1
 /// serve at least one of them.
-pub async fn spread_clients(hub: &TestHub, min: usize) -> Vec<Client> {
+pub async fn spread_clients(hub: &impl Target, min: usize) -> Vec<Client> {
     let mut out = Vec::new();
     while out.len() < min || !covers_both_workers(&out) {
         assert!(
@@ -873,7 +980,7 @@ pub fn covers_both_workers(clients: &[Client]) -> bool {
 }
 
 /// Connects `n` clients.
-pub async fn clients(hub: &TestHub, n: usize) -> Vec<Client> {
+pub async fn clients(hub: &impl Target, n: usize) -> Vec<Client> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(Client::connect(hub).await);

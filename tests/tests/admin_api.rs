@@ -629,3 +629,35 @@ fn a_public_admin_listener_without_a_token_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("admin_token"), "{stderr}");
 }
+
+/// A standalone node has no cluster broker: a `cluster` publish reaches this node only, and is
+/// counted as what it did (`node`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_are_counted_by_the_scope_they_reached() {
+    let hub = TestHub::start();
+    let mut a = Client::connect(&hub).await;
+    a.publish("m", json!(1), "cluster").await;
+    a.publish("m", json!(2), "node").await;
+    a.publish("m", json!(3), "worker").await;
+    let ack = a
+        .request(json!({"op":"publish","room":"m","data":4,"id":9}))
+        .await;
+    assert_eq!(ack["op"], "ack");
+    let text = hub.admin_as(None, "GET", "/metrics", None).await.body;
+    let count = |scope: &str| -> f64 {
+        let needle =
+            format!("switchboard_messages_published_total{{scope=\"{scope}\",source=\"client\"}}");
+        text.lines()
+            .find(|l| l.starts_with(&needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
+    };
+    assert_eq!(
+        count("node"),
+        3.0,
+        "cluster (twice, once by default) and node"
+    );
+    assert_eq!(count("worker"), 1.0);
+    assert_eq!(count("cluster"), 0.0);
+}

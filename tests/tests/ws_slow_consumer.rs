@@ -183,3 +183,54 @@ async fn stalled_member(hub: &TestHub, room: &str) -> (RawClient, u16) {
     assert_eq!(stalled.recv_json().await, json!({"op":"ack","id":1}));
     (stalled, port)
 }
+
+/// A client that sends but never reads fills its outbox with its own frames (here, echoes) and
+/// is evicted like a slow reader of deliveries, with the outbox never past its byte bound: the
+/// frames discarded at the eviction fit in `outbox_max_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_client_that_never_reads_is_evicted_within_the_outbox_bound() {
+    const BUDGET: usize = 256 * 1024;
+    const FRAME: usize = 16 * 1024;
+    let hub = TestHub::builder()
+        .config(&format!(
+            "outbox_max_bytes = {BUDGET}\nheartbeat = 2\n\n[[endpoints]]\nname = \"echo\"\npath = \"/echo\"\nmode = \"echo\"\n"
+        ))
+        .start();
+    let mut c = RawClient::connect_path_with_rcvbuf(&hub, "/echo", Some(4096)).await;
+    let message = switchboard_tests::frame(true, 0, 0x2, &[7u8; FRAME]);
+    // Far more than the kernel buffers and the outbox hold together; the hub cuts the client
+    // off long before the end.
+    let mut sent = 0;
+    for _ in 0..2_000 {
+        if c.write(&message).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(
+        c.closed_within(Duration::from_secs(10)).await,
+        "sent {sent}"
+    );
+    let text = hub.admin_as(None, "GET", "/metrics", None).await.body;
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
+    };
+    assert_eq!(
+        value("switchboard_disconnects_total{reason=\"slow_consumer\"}"),
+        1.0
+    );
+    // The frames still queued when the client was cut off: at most what the bound holds.
+    let discarded = value("switchboard_messages_dropped_total{reason=\"evicted\"}");
+    assert!(
+        discarded <= (BUDGET / (FRAME + 4)) as f64,
+        "{discarded} echo frames of {FRAME} bytes were queued past a {BUDGET}-byte outbox"
+    );
+    assert!(
+        discarded >= 1.0,
+        "the outbox was full when the client was cut off"
+    );
+}

@@ -1,84 +1,57 @@
 //! [`WsSession`]: one actor per WebSocket connection.
 //!
-//! A session decodes client frames, keeps its subscriptions (joining and leaving its worker's
-//! rooms synchronously), encodes each publish once and hands it to the rooms, and queues its own
-//! replies in its outbox, which its rooms deliver into as well.
+//! A session decodes client frames, joins and leaves rooms through its worker (synchronously, so
+//! membership is exact when the ack goes out), hands each publish to the one publish path
+//! (`publish.rs`), and queues its own replies in its outbox, which its rooms deliver into as well.
 //!
-//! The transport (`transport.rs`) polls the session whether or not the socket takes data, and
-//! the outbox (`outbox.rs`) is bounded in frames and bytes: a client that cannot keep up is
-//! evicted with 4000, and dropped outright if even the close frame cannot be written.
+//! `connection.rs` runs the session in its actor context on the transport (`transport/`), whose
+//! writer polls the session whether or not the socket takes data; the outbox (`outbox.rs`) is
+//! bounded in frames and bytes: a client that cannot keep up is evicted with 4000, and dropped
+//! outright if even the close frame cannot be written.
 
-mod outbox;
+mod connection;
 mod reassembly;
-mod transport;
 
 use std::{
-    collections::HashSet,
     rc::Rc,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize},
         Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use actix::prelude::SendError;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Handler, Running, SpawnHandle,
     StreamHandler, WrapFuture,
 };
-use actix_http::ws::ProtocolError;
 use switchboard_admin::{Claims, Mode};
 use switchboard_protocol::{
     close, decode, ClientFrame, ErrorCode, Publish, Scope, ServerFrame, Welcome,
 };
 
 use crate::{
-    messages::{Direct, Fanout, Frame, GoAway, Kick},
-    metrics::{metrics, Disconnect, FanoutTimer, FrameKind, Source},
+    codec::{frame, opcode, Inbound, Item, Message},
+    delivery::Delivery,
+    messages::Command,
+    metrics::{metrics, Disconnect, Drop as Dropped, FrameKind, Source},
     node::{ConnectionSlot, Node, SessionEntry, SessionInfo},
-    room::Room,
-    worker::WorkerRooms,
-    RoomName, SessionId,
+    outbox::{Refused, SharedOutbox},
+    publish::{publish, Payload, Publication, PublishError},
+    transport::handshake::{Admission, RelayRoom},
+    unix_now,
+    worker::{Join, WorkerRooms},
+    SessionId,
 };
 
 use self::{
+    connection::{ContextMessage, ProtocolError, WsContext},
     reassembly::{Assembled, Reassembly},
-    transport::{frame, Inbound, Item, Message, WsContext},
 };
 
-pub(crate) use self::outbox::{Outbox, SharedOutbox};
-
-pub(crate) use self::transport::{serve_upgrade, text_frame};
-
-/// What the handshake decided for a session: its wire mode and, when tokens are in use, the
-/// verified claims of its token.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    /// The name of the endpoint that accepted the session.
-    pub(crate) endpoint: Arc<str>,
-    pub(crate) mode: Mode,
-    /// Relay mode: the room the path named, as a room key of its own (see [`relay_room_key`]).
-    pub(crate) relay: Option<RelayRoom>,
-    pub(crate) claims: Option<Box<Claims>>,
-}
-
-/// The room of a relay session.
-#[derive(Debug)]
-pub(crate) struct RelayRoom {
-    pub(crate) key: RoomName,
-    /// Whether the token lets this member send (checked once, at the handshake).
-    pub(crate) may_send: bool,
-}
-
-/// The key under which a relay endpoint's room lives in the worker's and broadcaster's tables.
-///
-/// Relay rooms carry raw client bytes, so they must never meet a `switchboard.v1` room of the
-/// same name, nor the same-named room of another relay endpoint. A NUL byte cannot appear in a
-/// protocol room name (control characters are refused), so this key cannot collide with one.
-pub(crate) fn relay_room_key(endpoint: &str, room: &str) -> RoomName {
-    RoomName::from(format!("\0relay\0{endpoint}\0{room}").as_str())
-}
+pub(crate) use self::connection::serve_upgrade;
+#[cfg(test)]
+pub(crate) use self::connection::{start as start_context, MAILBOX_CAPACITY};
 
 /// One WebSocket connection.
 #[derive(Debug)]
@@ -88,8 +61,8 @@ pub(crate) struct WsSession {
     /// shows of the session.
     info: Arc<SessionInfo>,
     node: Arc<Node>,
+    /// The session's worker, which owns its memberships.
     worker: Rc<WorkerRooms>,
-    subscriptions: HashSet<RoomName>,
     fragments: Option<Reassembly>,
     closing: bool,
     /// Everything this session sends, in order, waiting for the socket.
@@ -128,7 +101,6 @@ impl WsSession {
             info,
             node,
             worker,
-            subscriptions: HashSet::new(),
             fragments: None,
             closing: false,
             out,
@@ -170,10 +142,13 @@ impl Actor for WsSession {
         self.node.sessions.insert(
             self.id,
             SessionEntry {
-                addr: ctx.address(),
+                commands: ctx.address().recipient(),
                 info: self.info.clone(),
             },
         );
+        // Under the worker's heartbeat (pings and the silence check) and able to join rooms.
+        self.worker
+            .open(self.id, self.out.clone(), self.info.clone());
         self.arm_expiry(ctx);
         match self.mode {
             Mode::Json => {
@@ -190,24 +165,23 @@ impl Actor for WsSession {
             // ask for, and the relay room is joined before the first message can arrive.
             Mode::Relay => {
                 if let Some(relay) = &self.relay {
-                    self.worker.join(&relay.key, self.id, self.out.clone());
+                    self.worker.join(self.id, &relay.key, usize::MAX);
                 }
             }
             Mode::Echo => {}
         }
-        // Pings and the silence check come from the worker's one heartbeat timer.
-        self.worker.watch(self.id, self.out.clone());
         tracing::debug!(session = %self.info.label, worker = self.worker.index(), "session opened");
     }
 
     fn stopping(&mut self, _: &mut WsContext) -> Running {
-        self.leave_all();
+        // Out of every room as soon as the session is ending, whatever ended it.
+        self.worker.close(self.id);
         Running::Stop
     }
 
     fn stopped(&mut self, _: &mut WsContext) {
-        self.leave_all();
-        self.worker.unwatch(self.id);
+        // Idempotent: a session that stopped without `stopping` (its context dropped) ends here.
+        self.worker.close(self.id);
         self.node.sessions.remove(&self.id);
         tracing::debug!(session = %self.info.label, "session closed");
     }
@@ -222,19 +196,10 @@ impl WsSession {
         ctx.stop();
     }
 
-    fn leave_all(&mut self) {
-        for room in self.subscriptions.drain() {
-            self.worker.leave(&room, self.id);
-        }
-        self.info.subscriptions.store(0, Ordering::Relaxed);
-        if let Some(relay) = &self.relay {
-            self.worker.leave(&relay.key, self.id);
-        }
-    }
-
-    /// Queues a frame of this session's own (reply, error, welcome).
+    /// Queues a frame of this session's own (reply, error, welcome). A client that does not read
+    /// its replies fills its outbox and is evicted, so a refusal needs no handling here.
     fn send(&self, frame: &ServerFrame<'_>) {
-        self.out.borrow_mut().text(&frame.encode());
+        let _ = self.out.borrow_mut().text(&frame.encode());
     }
 
     fn send_error(&self, id: Option<u64>, code: ErrorCode, message: &str) {
@@ -250,9 +215,7 @@ impl WsSession {
             ClientFrame::Subscribe { room, id } => self.subscribe(&room, id),
             ClientFrame::Refresh { token, id } => self.refresh(&token, id, ctx),
             ClientFrame::Unsubscribe { room, id } => {
-                if self.subscriptions.remove(&*room) {
-                    self.worker.leave(&room, self.id);
-                    self.info.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                if self.worker.leave(self.id, &room) {
                     self.send(&ServerFrame::Ack { id });
                 } else {
                     self.send_error(id, ErrorCode::NotSubscribed, "not subscribed to this room");
@@ -264,7 +227,7 @@ impl WsSession {
     }
 
     fn subscribe(&mut self, room: &str, id: Option<u64>) {
-        if self.subscriptions.contains(room) {
+        if self.worker.is_member(self.id, room) {
             return self.send(&ServerFrame::Ack { id });
         }
         if self.claims.as_ref().is_some_and(|c| !c.may_subscribe(room)) {
@@ -274,18 +237,16 @@ impl WsSession {
                 "the token does not grant this room",
             );
         }
-        if self.subscriptions.len() >= self.node.config.max_subscriptions {
-            let message = format!(
-                "at most {} subscriptions per session",
-                self.node.config.max_subscriptions
-            );
-            return self.send_error(id, ErrorCode::LimitExceeded, &message);
+        let limit = self.node.config.max_subscriptions;
+        match self.worker.join(self.id, room, limit) {
+            Join::Joined | Join::Already => self.send(&ServerFrame::Ack { id }),
+            Join::Full => {
+                let message = format!("at most {limit} subscriptions per session");
+                self.send_error(id, ErrorCode::LimitExceeded, &message);
+            }
+            // The session is ending: nothing more reaches its client.
+            Join::Closed => {}
         }
-        let room = RoomName::from(room);
-        self.worker.join(&room, self.id, self.out.clone());
-        self.subscriptions.insert(room);
-        self.info.subscriptions.fetch_add(1, Ordering::Relaxed);
-        self.send(&ServerFrame::Ack { id });
     }
 
     fn publish(&mut self, publish: Publish<'_>, ctx: &mut WsContext) {
@@ -302,77 +263,47 @@ impl WsSession {
                 "the token does not grant publishing to this room",
             );
         }
-        let max = self.node.config.max_message_bytes;
-        let user = self.user();
-        let len = ServerFrame::message_len(&room, data, &self.info.label, user);
-        if len > max {
-            let message = format!("message frame would be {len} bytes, limit is {max}");
-            return self.send_error(id, ErrorCode::TooLarge, &message);
-        }
-        // The one serialization of this publish, WebSocket framing included: every recipient
-        // shares these bytes.
-        let frame: Frame = text_frame(
-            ServerFrame::Message {
-                room: &room,
+        let publication = Publication {
+            room: &room,
+            payload: Payload::Message {
                 data,
                 from: &self.info.label,
-                user,
+                user: self.user(),
+            },
+            scope,
+            source: Source::Client,
+            except: None,
+        };
+        match crate::publish::publish(&self.node, Some(&self.worker), publication) {
+            Ok(delivery) => self.wait_for(delivery, ctx, move |act| {
+                act.send(&ServerFrame::Ack { id });
+            }),
+            Err(PublishError::TooLarge { size, limit }) => {
+                let message = format!("message frame would be {size} bytes, limit is {limit}");
+                self.send_error(id, ErrorCode::TooLarge, &message);
             }
-            .encode()
-            .as_bytes(),
-        );
-        metrics().published(scope, Source::Client);
-        self.fan_out(&room, frame, scope, None, ctx, move |act| {
-            act.send(&ServerFrame::Ack { id });
-        });
+        }
     }
 
-    /// Hands `frame` to the rooms that serve `room` within `scope`, then calls `done`: at once
-    /// when every room took it, or after waiting for room in the queues that were full.
-    fn fan_out(
+    /// Calls `done` once `delivery` is complete: at once when every room took the publish, or
+    /// after waiting for room in the queues that were full. `wait` also stops this session
+    /// reading further frames until then, which pushes back on the publisher through TCP and
+    /// keeps its messages in order.
+    fn wait_for(
         &mut self,
-        room: &str,
-        frame: Frame,
-        scope: Scope,
-        except: Option<SessionId>,
+        delivery: Delivery,
         ctx: &mut WsContext,
         done: impl FnOnce(&mut Self) + 'static,
     ) {
-        let mut waiting: Vec<(actix::Addr<Room>, Fanout)> = Vec::new();
-        let mut timer: Option<Arc<FanoutTimer>> = None;
-        let mut send = |addr: &actix::Addr<Room>| {
-            let msg = Fanout {
-                frame: frame.clone(),
-                except,
-                timer: Some(timer.get_or_insert_with(FanoutTimer::start).clone()),
-            };
-            match addr.try_send(msg) {
-                Ok(()) => {}
-                Err(SendError::Full(msg)) => waiting.push((addr.clone(), msg)),
-                // The room lost its last member since the lookup: nobody to deliver to.
-                Err(SendError::Closed(_)) => {}
-            }
-        };
-        match scope {
-            Scope::Worker => {
-                if let Some(addr) = self.worker.local_room(room) {
-                    send(&addr);
-                }
-            }
-            Scope::Node | Scope::Cluster => self.node.broadcaster.for_each_worker(room, send),
-        }
-        if waiting.is_empty() {
+        if delivery.is_done() {
             return done(self);
         }
-        // A room's queue is full: wait for room there instead of dropping or queueing without
-        // bound. `wait` also stops this session reading further frames until then, which pushes
-        // back on the publisher through TCP and keeps its messages in order.
-        let fut = async move {
-            for (addr, msg) in waiting {
-                let _ = addr.send(msg).await;
-            }
-        };
-        ctx.wait(fut.into_actor(self).map(move |(), act, _| done(act)));
+        ctx.wait(
+            delivery
+                .finish()
+                .into_actor(self)
+                .map(move |(), act, _| done(act)),
+        );
     }
 
     /// `refresh`: replaces the session's token with a newer one for the same user.
@@ -404,29 +335,34 @@ impl WsSession {
                 "the token does not grant sending",
             );
         }
-        let key = relay.key.clone();
-        metrics().published(Scope::Node, Source::Relay);
-        self.fan_out(
-            &key,
-            frame(opcode, payload),
-            Scope::Node,
-            Some(self.id),
-            ctx,
-            |_| {},
-        );
+        let publication = Publication {
+            room: &relay.key,
+            payload: Payload::Frame(frame(opcode, payload)),
+            scope: Scope::Node,
+            source: Source::Relay,
+            except: Some(self.id),
+        };
+        // A passed-on frame is not a `message`, so no size check can refuse it: the reader
+        // already held it to `max_message_bytes`.
+        if let Ok(delivery) = publish(&self.node, Some(&self.worker), publication) {
+            self.wait_for(delivery, ctx, |_| {});
+        }
     }
 
     /// A whole message from the client, in the session's mode.
     fn on_message(&mut self, opcode: u8, payload: &[u8], ctx: &mut WsContext) {
         match self.mode {
-            Mode::Json if opcode == 0x1 => match std::str::from_utf8(payload) {
+            Mode::Json if opcode == opcode::TEXT => match std::str::from_utf8(payload) {
                 Ok(text) => self.on_text(text, ctx),
                 // The reader checked text frames already; this cannot happen.
                 Err(_) => self.close(ctx, close::INVALID_PAYLOAD, "invalid utf-8"),
             },
             Mode::Json => self.refuse_binary(),
             Mode::Relay => self.relay(opcode, payload, ctx),
-            Mode::Echo => self.out.borrow_mut().push(frame(opcode, payload)),
+            // Under the outbox's byte bound: a client that does not read its echoes is evicted.
+            Mode::Echo => {
+                let _ = self.out.borrow_mut().push(frame(opcode, payload));
+            }
         }
     }
 
@@ -483,10 +419,12 @@ impl StreamHandler<Inbound> for WsSession {
         }
         match item {
             Ok(Message::Text(text)) if self.mode == Mode::Json => self.on_text(&text, ctx),
-            Ok(Message::Text(text)) => self.on_message(0x1, text.as_bytes(), ctx),
-            Ok(Message::Binary(data)) => self.on_message(0x2, &data, ctx),
+            Ok(Message::Text(text)) => self.on_message(opcode::TEXT, text.as_bytes(), ctx),
+            Ok(Message::Binary(data)) => self.on_message(opcode::BINARY, &data, ctx),
             Ok(Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(Message::Ping(payload)) => self.out.borrow_mut().control(0xA, &payload),
+            Ok(Message::Ping(payload)) => {
+                let _ = self.out.borrow_mut().pong(&payload);
+            }
             Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
             Ok(Message::Close(reason)) => {
                 // Answer the close handshake and end; the connection is closed right after.
@@ -514,46 +452,33 @@ impl StreamHandler<Inbound> for WsSession {
 
 /// `WebsocketContext` requires this handler for its built-in payload stream, which the transport
 /// leaves empty (it never yields): frames arrive through the `Inbound` stream above.
-impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, _: Result<Message, ProtocolError>, _: &mut WsContext) {}
+impl StreamHandler<Result<ContextMessage, ProtocolError>> for WsSession {
+    fn handle(&mut self, _: Result<ContextMessage, ProtocolError>, _: &mut WsContext) {}
 
     fn finished(&mut self, _: &mut WsContext) {}
 }
 
-impl Handler<Kick> for WsSession {
+impl Handler<Command> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, _: Kick, ctx: &mut WsContext) {
-        self.close(ctx, close::KICKED, close::KICKED_REASON);
-    }
-}
-
-impl Handler<Direct> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, Direct(frame): Direct, _: &mut WsContext) {
-        if self.closing {
-            return;
-        }
-        // Through the outbox bounds like any delivery: a full outbox evicts the session.
-        if self.out.borrow_mut().deliver(&Rc::new(frame)).is_ok() {
-            metrics().delivered.inc();
-        } else {
-            metrics().dropped(crate::metrics::Drop::SlowConsumer, 1);
+    fn handle(&mut self, command: Command, ctx: &mut WsContext) {
+        match command {
+            Command::Kick => self.close(ctx, close::KICKED, close::KICKED_REASON),
+            Command::GoAway => self.close(ctx, close::GOING_AWAY, close::GOING_AWAY_REASON),
+            Command::Direct(frame) => {
+                if self.closing {
+                    return;
+                }
+                // Through the outbox bounds like any delivery: a full outbox evicts the session.
+                match self.out.borrow_mut().deliver(&Rc::new(frame)) {
+                    Ok(()) => metrics().delivered.inc(),
+                    Err(Refused::Overflow) => metrics().dropped(Dropped::SlowConsumer, 1),
+                    Err(Refused::Evicted) => metrics().dropped(Dropped::Evicted, 1),
+                }
+            }
         }
     }
 }
 
-impl Handler<GoAway> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, _: GoAway, ctx: &mut WsContext) {
-        self.close(ctx, close::GOING_AWAY, close::GOING_AWAY_REASON);
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! The broker seam: what carries a `cluster`-scope publish beyond this node.
+//!
+//! [`crate::publish`] hands every cluster publish to the node's [`Broker`], as an
+//! [`Envelope`] (what another node needs to deliver it) and the encoded `message` frame (what this
+//! node's members get). The broker decides how the publish reaches every node, this one included,
+//! and returns the [`Delivery`] the publisher waits on.
+//!
+//! The one broker today is [`LocalBroker`]: a standalone node is the whole cluster, so a cluster
+//! publish is a node publish. A broker that spans nodes (Redis pub/sub) is one more module that
+//! implements [`Broker`], listens to [`crate::events`] to follow which rooms are active here,
+//! and delivers what arrives from other nodes through [`Delivery::to_node`].
+
+use std::{fmt, sync::Arc};
+
+use switchboard_protocol::{Envelope, Scope};
+
+use crate::{broadcaster::Broadcaster, codec::Frame, delivery::Delivery, SessionId};
+
+/// A cluster-scope publish, as the broker receives it.
+#[derive(Debug)]
+pub(crate) struct ClusterPublish<'a> {
+    /// What crosses to other nodes: encoded by the broker, once per publish, if it needs to.
+    pub(crate) envelope: Envelope<'a>,
+    /// The `message` frame for this node's members, encoded once.
+    pub(crate) frame: Frame,
+    /// A member of this node not to deliver to.
+    pub(crate) except: Option<SessionId>,
+}
+
+/// Carries cluster publishes between the nodes of a cluster.
+pub(crate) trait Broker: Send + Sync + fmt::Debug {
+    /// How far a cluster publish travels with this broker: the scope it is counted as.
+    fn reach(&self) -> Scope;
+
+    /// Carries `publish` to every node of the cluster, this one included.
+    fn publish(&self, publish: ClusterPublish<'_>) -> Delivery;
+}
+
+/// The broker of a standalone node: the cluster is this node.
+#[derive(Debug)]
+pub(crate) struct LocalBroker {
+    broadcaster: Arc<Broadcaster>,
+}
+
+impl LocalBroker {
+    pub(crate) fn new(broadcaster: Arc<Broadcaster>) -> Self {
+        LocalBroker { broadcaster }
+    }
+}
+
+impl Broker for LocalBroker {
+    fn reach(&self) -> Scope {
+        Scope::Node
+    }
+
+    fn publish(&self, publish: ClusterPublish<'_>) -> Delivery {
+        Delivery::to_node(
+            &self.broadcaster,
+            &publish.envelope.room,
+            publish.frame,
+            publish.except,
+        )
+    }
+}

@@ -1,0 +1,288 @@
+//! The WebSocket frame codec: server frames encoded once into shared bytes, and client frames
+//! decoded from a buffer with the size limit enforced on the header, before any payload arrives.
+//!
+//! Pure bytes in, bytes or messages out: no socket, no session, no actor. The transport feeds
+//! the [`Decoder`] what it reads and writes the [`Frame`]s that outboxes hold.
+
+use actix_codec::Decoder as _;
+use actix_http::ws::{Codec, Frame as WsFrame, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use switchboard_protocol::close;
+
+pub(crate) use actix_http::ws::{Item, Message};
+
+/// A complete WebSocket frame (header and payload) as it goes on the wire, encoded once per
+/// publish and shared by reference count between every recipient: server frames are not masked,
+/// so the same bytes serve every connection.
+pub(crate) type Frame = Bytes;
+
+/// Opcodes of the frames the hub writes.
+pub(crate) mod opcode {
+    pub(crate) const TEXT: u8 = 0x1;
+    pub(crate) const BINARY: u8 = 0x2;
+    pub(crate) const CLOSE: u8 = 0x8;
+    pub(crate) const PING: u8 = 0x9;
+    pub(crate) const PONG: u8 = 0xA;
+}
+
+/// Encodes one unfragmented server frame.
+pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Frame {
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + 10);
+    out.extend_from_slice(&[0x80 | opcode]);
+    if len < 126 {
+        out.extend_from_slice(&[len as u8]);
+    } else if len <= usize::from(u16::MAX) {
+        out.extend_from_slice(&[126]);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[127]);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    out.freeze()
+}
+
+/// Encodes a text frame: what a publish's `message` becomes, once, for all its recipients.
+pub(crate) fn text_frame(payload: &[u8]) -> Frame {
+    frame(opcode::TEXT, payload)
+}
+
+/// Encodes a close frame; the reason is cut to fit the 125 bytes a control frame may carry.
+pub(crate) fn close_frame(code: u16, reason: &str) -> Frame {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(opcode::CLOSE, &payload)
+}
+
+/// Encodes a ping or pong (`opcode` 0x9 or 0xA), its payload cut to 125 bytes.
+pub(crate) fn control_frame(opcode: u8, payload: &[u8]) -> Frame {
+    frame(opcode, &payload[..payload.len().min(125)])
+}
+
+/// A protocol violation: the session must close with `code` and stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Violation {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+}
+
+const TOO_BIG: Violation = Violation {
+    code: close::MESSAGE_TOO_BIG,
+    reason: "message too big",
+};
+const PROTOCOL_ERROR: Violation = Violation {
+    code: close::PROTOCOL_ERROR,
+    reason: "protocol error",
+};
+const INVALID_UTF8: Violation = Violation {
+    code: close::INVALID_PAYLOAD,
+    reason: "invalid utf-8",
+};
+
+/// What decoding hands the session: a message, or the close code for a broken protocol.
+pub(crate) type Inbound = Result<Message, Violation>;
+
+/// Decodes client frames from the bytes fed to it.
+///
+/// It keeps only the bytes of a frame that has not fully arrived (nothing, and no allocation,
+/// between frames). A frame, or a fragmented message, whose header announces more than the limit
+/// is refused on the header alone, before its payload is read.
+pub(crate) struct Decoder {
+    buf: BytesMut,
+    codec: Codec,
+    max: u64,
+    /// Bytes of the fragmented message being received so far.
+    message_len: u64,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("buffered", &self.buf.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl Decoder {
+    /// A decoder for messages of at most `max` bytes, starting with the bytes that arrived with
+    /// the handshake.
+    pub(crate) fn new(early: &[u8], max: usize) -> Self {
+        Decoder {
+            buf: if early.is_empty() {
+                BytesMut::new()
+            } else {
+                BytesMut::from(early)
+            },
+            codec: Codec::new().max_size(max),
+            max: max as u64,
+            message_len: 0,
+        }
+    }
+
+    /// Adds bytes read from the socket.
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes held for frames not yet complete.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Checks the header at the front of the buffer, if complete, before any payload is read.
+    fn check_header(&self) -> Result<(), Violation> {
+        let b = &self.buf;
+        if b.len() < 2 {
+            return Ok(());
+        }
+        let len = match b[1] & 0x7f {
+            126 if b.len() >= 4 => u64::from(u16::from_be_bytes([b[2], b[3]])),
+            127 if b.len() >= 10 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&b[2..10]);
+                u64::from_be_bytes(n)
+            }
+            126 | 127 => return Ok(()),
+            n => u64::from(n),
+        };
+        let total = match b[0] & 0x0f {
+            0x0 => self.message_len.saturating_add(len),
+            0x1 | 0x2 => len,
+            // Control frames: the codec refuses more than 125 bytes.
+            _ => return Ok(()),
+        };
+        if len > self.max || total > self.max {
+            return Err(TOO_BIG);
+        }
+        Ok(())
+    }
+
+    /// The next complete message, `Ok(None)` when more bytes are needed.
+    pub(crate) fn decode(&mut self) -> Result<Option<Message>, Violation> {
+        self.check_header()?;
+        let frame = match self.codec.decode(&mut self.buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(None),
+            Err(ProtocolError::Overflow) => return Err(TOO_BIG),
+            Err(_) => return Err(PROTOCOL_ERROR),
+        };
+        if self.buf.is_empty() {
+            // Release the allocation: an idle connection holds no buffer.
+            self.buf = BytesMut::new();
+        }
+        Ok(Some(match frame {
+            WsFrame::Text(data) => {
+                Message::Text(ByteString::try_from(data).map_err(|_| INVALID_UTF8)?)
+            }
+            WsFrame::Binary(data) => Message::Binary(data),
+            WsFrame::Ping(data) => Message::Ping(data),
+            WsFrame::Pong(data) => Message::Pong(data),
+            WsFrame::Close(reason) => Message::Close(reason),
+            WsFrame::Continuation(item) => {
+                match &item {
+                    Item::FirstText(b) | Item::FirstBinary(b) => self.message_len = b.len() as u64,
+                    Item::Continue(b) | Item::Last(b) => self.message_len += b.len() as u64,
+                }
+                Message::Continuation(item)
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A masked client frame, as a browser would send it.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn frame_headers_use_the_shortest_length_form() {
+        assert_eq!(&text_frame(b"hi")[..], b"\x81\x02hi");
+        let f = frame(opcode::BINARY, &[0; 126]);
+        assert_eq!(&f[..4], &[0x82, 126, 0, 126]);
+        let f = frame(opcode::BINARY, &[0; 70_000]);
+        assert_eq!(f[1], 127);
+        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+        assert_eq!(f.len(), 70_010);
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let f = close_frame(4000, &reason);
+        assert!(f.len() <= 2 + 125);
+        let text = std::str::from_utf8(&f[4..]).unwrap();
+        assert!(reason.starts_with(text));
+        assert_eq!(&f[2..4], &4000u16.to_be_bytes());
+    }
+
+    #[test]
+    fn decodes_frames_split_anywhere() {
+        let bytes = client_frame(true, opcode::TEXT, b"hello");
+        for split in 0..bytes.len() {
+            let mut d = Decoder::new(&bytes[..split], 100);
+            assert!(matches!(d.decode(), Ok(None)), "split {split}");
+            d.extend(&bytes[split..]);
+            match d.decode() {
+                Ok(Some(Message::Text(t))) => assert_eq!(&*t, "hello"),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_is_refused_before_its_payload() {
+        // Only the header of a 1 GiB frame: refused at once.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        let mut d = Decoder::new(&header, 1024);
+        assert_eq!(d.decode().unwrap_err().code, close::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn fragments_count_towards_the_message_limit() {
+        let mut d = Decoder::new(&client_frame(false, opcode::TEXT, &[b'a'; 60]), 100);
+        assert!(matches!(d.decode(), Ok(Some(Message::Continuation(_)))));
+        d.extend(&client_frame(true, 0x0, &[b'a'; 60]));
+        assert_eq!(d.decode().unwrap_err().code, close::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn invalid_utf8_and_reserved_bits_are_violations() {
+        let mut d = Decoder::new(&client_frame(true, opcode::TEXT, &[0xff, 0xfe]), 100);
+        assert_eq!(d.decode().unwrap_err().code, close::INVALID_PAYLOAD);
+        let mut bytes = client_frame(true, opcode::TEXT, b"x");
+        bytes[0] |= 0x40;
+        let mut d = Decoder::new(&bytes, 100);
+        assert_eq!(d.decode().unwrap_err().code, close::PROTOCOL_ERROR);
+    }
+}

@@ -1,0 +1,144 @@
+//! The one publish path: the only code that reads a publish's [`Scope`].
+//!
+//! A session's publish, a relay member's message and the admin API's publish all come here as a
+//! [`Publication`]. It is checked against the message limit, encoded once as the frame every
+//! recipient shares, counted by what it actually reaches, and handed on:
+//! - `worker`: to the publisher's own worker's room (a caller outside the session workers, such
+//!   as the admin API, has no worker of its own: its `worker` publishes reach every worker);
+//! - `node`: to the room of every worker with members, through the broadcaster;
+//! - `cluster`: to the node's [`crate::broker::Broker`], which reaches every node.
+//!
+//! The [`Delivery`] that comes back is what the caller waits on when a room queue was full
+//! (see `delivery.rs` for the wait policy).
+
+use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
+
+use crate::{
+    broker::ClusterPublish,
+    codec::{text_frame, Frame},
+    delivery::Delivery,
+    metrics::{metrics, Source},
+    node::Node,
+    worker::WorkerRooms,
+    SessionId,
+};
+
+/// One publish, as its source hands it in.
+#[derive(Debug)]
+pub(crate) struct Publication<'a> {
+    pub(crate) room: &'a str,
+    pub(crate) payload: Payload<'a>,
+    pub(crate) scope: Scope,
+    pub(crate) source: Source,
+    /// A member not to deliver to (a relay member does not get its own messages back).
+    pub(crate) except: Option<SessionId>,
+}
+
+/// What a publish carries.
+#[derive(Debug)]
+pub(crate) enum Payload<'a> {
+    /// A `switchboard.v1` message: delivered as a `message` frame.
+    Message {
+        data: &'a RawValue,
+        /// The publisher as recipients see it: a session id, or `admin`.
+        from: &'a str,
+        /// The publisher's user (its token's `sub`).
+        user: Option<&'a str>,
+    },
+    /// A frame passed on as it is (a relay member's message, framed with the client's opcode).
+    /// It does not leave this node: relay rooms are node-local.
+    Frame(Frame),
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PublishError {
+    /// The `message` frame would be `size` bytes, over the `limit` (`max_message_bytes`).
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Publishes `publication` from `worker` (the publisher's own worker; `None` off the session
+/// workers). The returned delivery is done, or must be finished before the publish counts as
+/// accepted.
+pub(crate) fn publish(
+    node: &Node,
+    worker: Option<&WorkerRooms>,
+    publication: Publication<'_>,
+) -> Result<Delivery, PublishError> {
+    let Publication {
+        room,
+        payload,
+        scope,
+        source,
+        except,
+    } = publication;
+    let (frame, message) = match payload {
+        Payload::Message { data, from, user } => {
+            let limit = node.config.max_message_bytes;
+            let size = ServerFrame::message_len(room, data, from, user);
+            if size > limit {
+                return Err(PublishError::TooLarge { size, limit });
+            }
+            (
+                message_frame(room, data, from, user),
+                Some((data, from, user)),
+            )
+        }
+        Payload::Frame(frame) => (frame, None),
+    };
+    // Where the publish goes. A relay frame never leaves the node; a caller without a worker
+    // has no worker scope of its own.
+    let route = match (scope, worker, message) {
+        (Scope::Worker, Some(worker), _) => Route::Worker(worker),
+        (Scope::Cluster, _, Some(message)) => Route::Cluster(message),
+        _ => Route::Node,
+    };
+    match route {
+        Route::Worker(worker) => {
+            metrics().published(Scope::Worker, source);
+            Ok(worker.with_room(room, |addr| Delivery::to_room(addr, frame, except)))
+        }
+        Route::Node => {
+            metrics().published(Scope::Node, source);
+            Ok(Delivery::to_node(&node.broadcaster, room, frame, except))
+        }
+        Route::Cluster((data, from, user)) => {
+            // Counted as what the broker reaches: a standalone node's cluster is the node.
+            metrics().published(node.broker.reach(), source);
+            Ok(node.broker.publish(ClusterPublish {
+                envelope: Envelope {
+                    room: room.into(),
+                    data,
+                    from: from.into(),
+                    user: user.map(Into::into),
+                    scope,
+                    node: node.config.node_id.as_str().into(),
+                    offset: None,
+                },
+                frame,
+                except,
+            }))
+        }
+    }
+}
+
+enum Route<'w, 'a> {
+    Worker(&'w WorkerRooms),
+    Node,
+    Cluster((&'a RawValue, &'a str, Option<&'a str>)),
+}
+
+/// The `message` frame of a publish, WebSocket header included: its one serialization, which
+/// every recipient on this node shares.
+pub(crate) fn message_frame(room: &str, data: &RawValue, from: &str, user: Option<&str>) -> Frame {
+    text_frame(
+        ServerFrame::Message {
+            room,
+            data,
+            from,
+            user,
+        }
+        .encode()
+        .as_bytes(),
+    )
+}

@@ -1,0 +1,341 @@
+//! The WebSocket handshake: an upgrade request checked against the live policy, before any
+//! session exists. The outcome is data: an [`Accepted`] session with its 101 response head, or a
+//! [`Refusal`] whose kind carries its HTTP status, its error code and its metric label.
+
+use std::sync::Arc;
+
+use actix_http::{
+    ws::{hash_key, verify_handshake},
+    HttpMessage, Request,
+};
+use switchboard_admin::{policy::NegotiationError, Claims, Mode, Negotiation};
+use switchboard_protocol::validate_room;
+
+use crate::{
+    metrics::Handshake,
+    node::{ConnectionSlot, Node},
+    RoomName,
+};
+
+/// What the handshake decided for a session: its wire mode and, when tokens are in use, the
+/// verified claims of its token.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    /// The name of the endpoint that accepted the session.
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) mode: Mode,
+    /// Relay mode: the room the path named, as a room key of its own (see [`relay_room_key`]).
+    pub(crate) relay: Option<RelayRoom>,
+    pub(crate) claims: Option<Box<Claims>>,
+}
+
+/// The room of a relay session.
+#[derive(Debug)]
+pub(crate) struct RelayRoom {
+    pub(crate) key: RoomName,
+    /// Whether the token lets this member send (checked once, at the handshake).
+    pub(crate) may_send: bool,
+}
+
+/// The key under which a relay endpoint's room lives in the worker's and broadcaster's tables.
+///
+/// Relay rooms carry raw client bytes, so they must never meet a `switchboard.v1` room of the
+/// same name, nor the same-named room of another relay endpoint. A NUL byte cannot appear in a
+/// protocol room name (control characters are refused), so this key cannot collide with one.
+pub(crate) fn relay_room_key(endpoint: &str, room: &str) -> RoomName {
+    RoomName::from(format!("\0relay\0{endpoint}\0{room}").as_str())
+}
+
+/// Whether a room key is a `switchboard.v1` room (not a relay room).
+pub(crate) fn is_protocol_room(key: &str) -> bool {
+    !key.starts_with('\0')
+}
+
+/// Why a handshake was refused. Each kind is its HTTP status, its `error.code` and its
+/// `switchboard_handshakes_total` result, so no caller matches strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    NotFound,
+    BadHandshake,
+    Origin,
+    Subprotocol,
+    Unauthorized,
+    InvalidRoom,
+    Forbidden,
+    Draining,
+    Limit,
+}
+
+impl Refused {
+    /// The HTTP status and its reason phrase.
+    pub(crate) fn status(self) -> (u16, &'static str) {
+        match self {
+            Refused::NotFound => (404, "Not Found"),
+            Refused::BadHandshake | Refused::Subprotocol | Refused::InvalidRoom => {
+                (400, "Bad Request")
+            }
+            Refused::Unauthorized => (401, "Unauthorized"),
+            Refused::Origin | Refused::Forbidden => (403, "Forbidden"),
+            Refused::Draining | Refused::Limit => (503, "Service Unavailable"),
+        }
+    }
+
+    /// The `error.code` of the response body.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Refused::NotFound => "not_found",
+            Refused::BadHandshake => "bad_handshake",
+            Refused::Origin => "origin_not_allowed",
+            Refused::Subprotocol => "subprotocol_not_accepted",
+            Refused::Unauthorized => "unauthorized",
+            Refused::InvalidRoom => "invalid_room",
+            Refused::Forbidden => "forbidden",
+            Refused::Draining => "draining",
+            Refused::Limit => "limit_exceeded",
+        }
+    }
+
+    /// The handshake's result in the metrics.
+    pub(crate) fn metric(self) -> Handshake {
+        match self {
+            Refused::NotFound => Handshake::NotFound,
+            Refused::BadHandshake => Handshake::Malformed,
+            Refused::Origin => Handshake::Origin,
+            Refused::Subprotocol => Handshake::Subprotocol,
+            Refused::Unauthorized => Handshake::Auth,
+            Refused::InvalidRoom => Handshake::InvalidRoom,
+            Refused::Forbidden => Handshake::Forbidden,
+            Refused::Draining => Handshake::Draining,
+            Refused::Limit => Handshake::Limit,
+        }
+    }
+}
+
+/// A handshake refused with an HTTP error: its kind, a message for the client and, for a
+/// subprotocol refusal, the names the endpoint accepts.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) kind: Refused,
+    pub(crate) message: String,
+    pub(crate) accepted: Vec<String>,
+}
+
+fn refuse(kind: Refused, message: impl Into<String>) -> Box<Refusal> {
+    Box::new(Refusal {
+        kind,
+        message: message.into(),
+        accepted: Vec::new(),
+    })
+}
+
+/// A handshake that passed every check: the 101 response head, the connection slot and what
+/// the session may do.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) head: Vec<u8>,
+    pub(crate) slot: ConnectionSlot,
+    pub(crate) admission: Admission,
+}
+
+/// Most subprotocol names a client may offer; a real client offers a handful.
+const MAX_OFFERED_PROTOCOLS: usize = 32;
+
+/// Checks an upgrade request against the live policy, in the order a client can act on: which
+/// endpoint (404), a valid WebSocket handshake (400), the Origin (403), the subprotocol (400),
+/// the token (401), the relay room (400/403), and finally whether the node takes sessions (503).
+pub(crate) fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box<Refusal>> {
+    let policy = node.policy.load();
+    let Some((endpoint, rest)) = policy.route(req.path()) else {
+        return Err(refuse(Refused::NotFound, "no such endpoint"));
+    };
+    if verify_handshake(req.head()).is_err() {
+        return Err(refuse(
+            Refused::BadHandshake,
+            "not a valid WebSocket handshake",
+        ));
+    }
+    let Some(key) = req.headers().get("sec-websocket-key") else {
+        return Err(refuse(Refused::BadHandshake, "missing Sec-WebSocket-Key"));
+    };
+
+    let mut origins = req.headers().get_all("origin");
+    let origin = match (origins.next(), origins.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .map_err(|_| refuse(Refused::Origin, "the Origin header is not text"))?,
+        ),
+        (Some(_), Some(_)) => return Err(refuse(Refused::Origin, "more than one Origin header")),
+    };
+    if !endpoint.origin_allowed(origin) {
+        let message = match origin {
+            None => format!(
+                "endpoint {:?} accepts only listed origins and the request has no Origin header",
+                endpoint.name
+            ),
+            Some(origin) => format!(
+                "origin {:?} is not allowed on endpoint {:?}",
+                truncate(origin, 200),
+                endpoint.name
+            ),
+        };
+        return Err(refuse(Refused::Origin, message));
+    }
+
+    let mut offered = Vec::new();
+    for value in req.headers().get_all("sec-websocket-protocol") {
+        let value = value
+            .to_str()
+            .map_err(|_| refuse(Refused::BadHandshake, "Sec-WebSocket-Protocol is not text"))?;
+        offered.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()));
+        if offered.len() > MAX_OFFERED_PROTOCOLS {
+            return Err(refuse(
+                Refused::BadHandshake,
+                format!("more than {MAX_OFFERED_PROTOCOLS} subprotocols offered"),
+            ));
+        }
+    }
+    let negotiation = endpoint.negotiate(offered.iter().copied()).map_err(|e| {
+        let message = match e {
+            NegotiationError::Required => {
+                format!("endpoint {:?} requires a subprotocol", endpoint.name)
+            }
+            NegotiationError::NoneAccepted => format!(
+                "endpoint {:?} accepts none of the offered subprotocols",
+                endpoint.name
+            ),
+        };
+        Box::new(Refusal {
+            kind: Refused::Subprotocol,
+            message,
+            accepted: endpoint
+                .accepted_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
+    })?;
+    let mode = endpoint.mode_for(&negotiation);
+
+    let claims = match policy.token() {
+        None => None,
+        Some(token_key) => {
+            let token = bearer_token(req)?
+                .or_else(|| query_token(req))
+                .ok_or_else(|| refuse(Refused::Unauthorized, "missing token"))?;
+            let claims = token_key
+                .verify(&token, crate::unix_now())
+                .map_err(|e| refuse(Refused::Unauthorized, e.to_string()))?;
+            Some(Box::new(claims))
+        }
+    };
+
+    let relay = match mode {
+        Mode::Relay => {
+            let room = percent_encoding::percent_decode_str(rest)
+                .decode_utf8()
+                .map_err(|_| refuse(Refused::InvalidRoom, "the room in the path is not UTF-8"))?;
+            if room.is_empty() {
+                return Err(refuse(
+                    Refused::InvalidRoom,
+                    format!(
+                        "a relay path names a room: {}/<room>",
+                        endpoint.path.trim_end_matches('/')
+                    ),
+                ));
+            }
+            validate_room(&room).map_err(|(_, message)| refuse(Refused::InvalidRoom, message))?;
+            if claims.as_ref().is_some_and(|c| !c.may_subscribe(&room)) {
+                return Err(refuse(
+                    Refused::Forbidden,
+                    "the token does not grant this room",
+                ));
+            }
+            Some(RelayRoom {
+                key: relay_room_key(&endpoint.name, &room),
+                may_send: match &claims {
+                    Some(c) => c.may_publish(&room),
+                    None => true,
+                },
+            })
+        }
+        Mode::Json | Mode::Echo => None,
+    };
+
+    if node.is_draining() {
+        return Err(refuse(Refused::Draining, "the node is shutting down"));
+    }
+    let Some(slot) = node.try_acquire_slot() else {
+        return Err(refuse(
+            Refused::Limit,
+            "the node is at its connection limit",
+        ));
+    };
+    let accept = hash_key(key.as_bytes());
+    let mut head = Vec::with_capacity(160);
+    head.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    head.extend_from_slice(&accept);
+    if let Negotiation::Protocol(protocol) = negotiation {
+        head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        head.extend_from_slice(protocol.name.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n\r\n");
+    Ok(Accepted {
+        head,
+        slot,
+        admission: Admission {
+            endpoint: Arc::from(endpoint.name.as_str()),
+            mode,
+            relay,
+            claims,
+        },
+    })
+}
+
+/// The token of an `Authorization: Bearer` header, if the request has one.
+fn bearer_token(req: &Request) -> Result<Option<String>, Box<Refusal>> {
+    let Some(value) = req.headers().get("authorization") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        refuse(
+            Refused::Unauthorized,
+            "the Authorization header is not text",
+        )
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(refuse(
+            Refused::Unauthorized,
+            "Authorization is not a Bearer token",
+        )),
+    }
+}
+
+/// The `token` query parameter: browsers cannot set headers on a WebSocket handshake.
+fn query_token(req: &Request) -> Option<String> {
+    let query = req.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("token=")?;
+        percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .ok()
+            .map(|t| t.into_owned())
+    })
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

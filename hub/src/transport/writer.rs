@@ -1,0 +1,175 @@
+//! [`Writer`]: the task of one connection. It runs the session and writes its outbox.
+
+use std::{
+    future::Future,
+    io::{self, IoSlice},
+    pin::Pin,
+    rc::Rc,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use actix_web::rt::net::TcpStream;
+use bytes::Bytes;
+use futures_util::Stream;
+use switchboard_protocol::close;
+use tokio::time::{sleep, Sleep};
+
+use crate::{
+    metrics::{metrics, Drop as Dropped},
+    outbox::SharedOutbox,
+};
+
+/// Frames handed to one vectored write at most.
+const MAX_IOVECS: usize = 64;
+
+/// Drives a session and writes what it produces.
+///
+/// It polls the session (`body`: for a session actor, its context, which runs the actor's
+/// mailbox, its reader and its timers), then writes the outbox with vectored writes. The outbox
+/// bounds decide when a client is too slow: once a frame found it full, the writer evicts the
+/// session (close 4000); and if even the close frame cannot be written within `grace`, the
+/// connection is dropped outright.
+pub(crate) struct Writer<B> {
+    io: Rc<TcpStream>,
+    body: Option<Pin<Box<B>>>,
+    out: SharedOutbox,
+    grace: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> std::fmt::Debug for Writer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("running", &self.body.is_some())
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+/// How a connection's writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The session ended and everything, close frame included, was written.
+    Finished,
+    /// The socket failed, or the close frame could not be written in time.
+    Dropped,
+}
+
+impl<B> Writer<B> {
+    pub(crate) fn new(
+        io: Rc<TcpStream>,
+        body: Pin<Box<B>>,
+        out: SharedOutbox,
+        grace: Duration,
+    ) -> Self {
+        Writer {
+            io,
+            body: Some(body),
+            out,
+            grace,
+            deadline: None,
+        }
+    }
+
+    /// Ends the session from the writer's side: keep the frame being written (a frame cut in half
+    /// would corrupt the stream), drop the rest, queue the close frame and stop the session.
+    fn end(&mut self, code: u16, reason: &str) {
+        {
+            let mut out = self.out.borrow_mut();
+            let discarded = out.discard_unwritten();
+            if discarded > 0 {
+                metrics().dropped(Dropped::Evicted, discarded as u64);
+            }
+            out.close(code, reason);
+        }
+        // Dropping the context stops the actor, whose end closes it on its worker (it leaves
+        // its rooms there); the grace period for the close frame starts when `poll` sees the
+        // session gone.
+        self.body = None;
+    }
+
+    /// Writes as much of the queue as the socket takes. `Ready(Err)` when the socket failed.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut out = self.out.borrow_mut();
+        while out.len_frames() > 0 {
+            ready!(self.io.poll_write_ready(cx))?;
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = out.unwritten(&mut slices);
+            match self.io.try_write_vectored(&slices[..n]) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(written) => {
+                    metrics().bytes_out.inc_by(written as u64);
+                    out.written(written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        out.shrink_when_idle(MAX_IOVECS);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<B> Future for Writer<B>
+where
+    B: Stream<Item = Result<Bytes, actix_web::Error>>,
+{
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let this = &mut *self;
+        this.out.borrow_mut().register(cx);
+        if this.body.is_some() && this.out.borrow().is_timed_out() {
+            tracing::debug!("heartbeat timeout");
+            this.end(close::HEARTBEAT_TIMEOUT, close::HEARTBEAT_TIMEOUT_REASON);
+        }
+        // Run the session until it waits or its outbox overflowed. The session is polled even
+        // when the socket is full, so it keeps reading and answering, and the outbox bounds, not
+        // a stalled actor, decide when a client is too slow.
+        while let Some(body) = this.body.as_mut() {
+            if this.out.borrow().is_evicted() {
+                tracing::info!("slow consumer closed");
+                this.end(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON);
+                break;
+            }
+            match body.as_mut().poll_next(cx) {
+                // The session writes to its outbox; the context's own frame stream stays empty.
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let _ = this.out.borrow_mut().push(chunk);
+                }
+                Poll::Ready(Some(Err(_)) | None) => this.body = None,
+                Poll::Pending => {
+                    // The session may have overflowed its outbox in this very turn.
+                    if this.out.borrow().is_evicted() {
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        if this.body.is_none() && this.deadline.is_none() {
+            // The session has ended (closed by either side, or timed out): its last frames get
+            // the grace period to leave, then the connection goes, read or not.
+            this.deadline = Some(Box::pin(sleep(this.grace)));
+        }
+        match this.poll_flush(cx) {
+            Poll::Ready(Err(_)) => Poll::Ready(Outcome::Dropped),
+            // All written. The session, if still running, was polled to `Pending` above and
+            // will wake this task when it has more.
+            Poll::Ready(Ok(())) if this.body.is_none() => Poll::Ready(Outcome::Finished),
+            Poll::Ready(Ok(())) => Poll::Pending,
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Outcome::Dropped)
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}

@@ -67,7 +67,9 @@ pub enum TokenError {
 /// What a verified token grants.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims {
-    /// Who the token was issued to, for logs; the hub does not interpret it.
+    /// Who the token was issued to: the session's user. Other members see it as `user` in the
+    /// session's messages (and in `welcome`), admin listings show it, and a `refresh` must carry
+    /// the same `sub`.
     pub sub: Option<String>,
     /// Expiry, in seconds since the Unix epoch. A session outlives its handshake, so the hub
     /// keeps this to close the session when the token runs out.

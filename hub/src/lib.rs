@@ -1,30 +1,50 @@
 //! The Switchboard hub: WebSocket sessions, rooms and the node-wide broadcaster, as actix actors.
 //!
 //! # Layout
-//! - `cli.rs`: the `switchboard` command line (`main.rs` only calls it).
+//! Modules in dependency order: each uses only modules above it (`tests` and the binary aside),
+//! so there is no import cycle.
 //! - `config.rs`: [`config::Config`], merged from a TOML file, `SWITCHBOARD_*` variables and flags.
-//! - `server.rs`: [`serve`], which runs the hub on an already-bound listener until a shutdown
-//!   future resolves; the HTTP wiring and the handshake route.
-//! - `node.rs`: [`Node`], the state every worker shares (config, broadcaster, sessions, counters).
-//! - `session/`: the `WsSession` actor, one per connection; `session/outbox.rs`, the frames
-//!   waiting for its socket; `session/transport.rs`, the handshake, the frame reader and the
-//!   writer, and the only user of actix-web-actors.
-//! - `worker.rs`: `WorkerRooms`, the rooms of one worker thread.
+//! - `metrics.rs`: the Prometheus metrics, resolved once so that hot paths only add to atomics.
+//! - `codec.rs`: WebSocket frames: server frames encoded once into shared bytes, client frames
+//!   decoded with the size limit checked on the header. Knows no socket and no session.
+//! - `outbox.rs`: `Outbox`, the frames waiting for one session's socket, bounded in frames and bytes.
+//! - `events.rs`: [`MembershipEvent`]s and their [`MembershipObserver`]s.
+//! - `messages.rs`: the messages actors exchange (`Fanout` to rooms, `Command` to sessions).
 //! - `room.rs`: the `Room` actor, one per room per worker, fanning out to that worker's members.
-//! - `broadcaster.rs`: `Broadcaster`, which workers have members of which room.
-//! - `messages.rs`: the messages actors exchange.
+//! - `broadcaster.rs`: `Broadcaster`, which workers have members of which room; raises
+//!   "room active" and "room idle" for the node.
+//! - `delivery.rs`: `Delivery`, a frame handed to room actors, with the one wait policy.
+//! - `broker.rs`: the `Broker` seam behind `cluster` scope, and `LocalBroker`, its standalone form.
+//! - `node.rs`: [`Node`], the state every worker shares (config, broadcaster, broker, sessions).
+//! - `worker.rs`: `WorkerRooms`, the rooms, sessions and heartbeat of one worker thread: the one
+//!   owner of membership (every join and every leave, however a session ends).
+//! - `publish.rs`: the one publish path, the only code that reads a publish's scope.
+//! - `transport/`: the handshake (a typed refusal or an accepted session), the refusal's raw
+//!   HTTP response, the reader and the writer. Knows no session.
+//! - `session/`: the `WsSession` actor, one per connection; `session/connection.rs` runs it in
+//!   its actix-web-actors context, the only use of that crate.
 //! - `control.rs`: [`Control`], the hub's side of the admin API (`switchboard_admin::Hub`).
 //! - `shutdown.rs`: the drain, closing sessions spread over a window.
-//! - `metrics.rs`: the Prometheus metrics, resolved once so that hot paths only add to atomics.
+//! - `server.rs`: [`serve`], which runs the hub on an already-bound listener until a shutdown
+//!   future resolves; the HTTP wiring and the upgrade hook.
+//! - `cli.rs`: `switchboard serve` (`main.rs` adds `switchboard bench`, feature `bench`).
 //!
 //! # The path of a publish
-//! The publishing session validates the frame and encodes the outgoing `message` frame once,
-//! WebSocket header included. For scope `worker` it hands the frame to its own worker's `Room`;
-//! for `node` (and `cluster`, until a cluster broker exists) the broadcaster hands it to the
-//! `Room` of every worker with members, so it crosses threads once per worker. Each room pushes
-//! the shared frame into its members' outboxes on its own thread, and each member's writer sends
-//! what is queued with one vectored write. No queue on this path is unbounded: room mailboxes make
-//! publishers wait; a full outbox evicts its session (close 4000).
+//! A session validates the frame and hands the publish to `publish.rs`, as the relay and the
+//! admin API do. There it is checked against the message limit and encoded once, WebSocket
+//! header included. Scope `worker` goes to the publisher's own worker's `Room`; `node` goes,
+//! through the broadcaster, to the `Room` of every worker with members, so the frame crosses
+//! threads once per worker; `cluster` goes to the node's broker, which for a standalone node is
+//! the same as `node`. Each room pushes the shared frame into its members' outboxes on its own
+//! thread, and each member's writer sends what is queued with one vectored write. No queue on
+//! this path is unbounded: room mailboxes make publishers wait; a full outbox evicts its session
+//! (close 4000).
+//!
+//! # Membership
+//! A session joins and leaves rooms through its worker's `WorkerRooms`, synchronously (exact when
+//! the ack goes out), and every way a session ends (close, disconnect, eviction, kick, heartbeat
+//! time-out, token expiry, shutdown) ends in `WorkerRooms::close`. Rooms never change membership
+//! themselves: an evicted member is refused further frames until its session's end removes it.
 //!
 //! `docs/ACTORS.md` records which actor sends to which, and how.
 

@@ -80,6 +80,7 @@ impl Outbox {
 
     /// Delivers a shared frame from a room (or the operator). Refused once the session is
     /// evicted, or when the frame would take the outbox over either bound (which evicts it).
+    #[inline]
     pub(crate) fn deliver(&mut self, frame: &Rc<Frame>) -> Result<(), Refused> {
         if self.frames.len() >= self.max_frames {
             return Err(self.overflow());
@@ -95,6 +96,7 @@ impl Outbox {
         self.enqueue(Rc::new(frame), false)
     }
 
+    #[inline]
     fn enqueue(&mut self, frame: Rc<Frame>, wake: bool) -> Result<(), Refused> {
         if self.evicted {
             return Err(Refused::Evicted);
@@ -112,6 +114,7 @@ impl Outbox {
         Ok(())
     }
 
+    #[cold]
     fn overflow(&mut self) -> Refused {
         if self.evicted {
             return Refused::Evicted;

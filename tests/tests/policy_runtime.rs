@@ -1,6 +1,7 @@
 //! The live policy store: a change applies to the very next handshake, without a restart, and
 //! leaves open sessions alone. The hub runs in this process (on its own thread and actix
-//! system) so the test can hold its `Node` and change the policy as the admin API will.
+//! system) so the test can hold its `Node` and change its policy store directly, the store the
+//! admin API's routes change (those are tested over HTTP in `admin_api.rs`).
 
 #![allow(clippy::unwrap_used)]
 

@@ -116,6 +116,9 @@ async fn run(
     connections.inc();
     let session = WsSession::new(node.clone(), rooms, slot, outbox.clone(), admission);
     let reader = WsReader::new(io.clone(), &early, max);
+    // The HTTP codec's read buffer (kilobytes of capacity) must not live on in this future for
+    // the session's whole life: the reader copied what it needs.
+    drop(early);
     let body = start(session, reader);
     let writer = Writer::new(io.clone(), Box::pin(body), outbox.clone(), grace);
     let outcome = writer.await;

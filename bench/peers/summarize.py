@@ -26,8 +26,9 @@ from collections import defaultdict
 
 # `switchboard-baseline` is an earlier Switchboard build run beside the current one
 # (scripts/bench's BENCH_BASELINE_BIN), for before/after figures from the same run.
-TARGET_ORDER = ["switchboard", "switchboard-baseline", "nats", "socketio", "socketio-redis-2-nodes", "ws"]
-RATIO_PEERS = ["switchboard-baseline", "nats", "socketio", "socketio-redis-2-nodes", "ws"]
+# `relay` is the calibration relay (bench/peers/relay): the floor a WebSocket relay costs.
+TARGET_ORDER = ["switchboard", "switchboard-baseline", "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+RATIO_PEERS = ["switchboard-baseline", "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,6 +363,47 @@ def summary(args):
                 row.append(f"{fmt_ms(p50)} / {fmt_ms(p99)}{note}")
             rows.append(row)
         out += [table(["subscribers", "publish rate"] + ptargets, rows), ""]
+
+    # Many rooms: chat-shaped load (scenario "rooms"; n is the subscriber count, the run's
+    # `rooms` and `publishers` come from its result). Unpaced (rate 0) and paced rows.
+    many = sorted({(k[1], k[2]) for k in list(runs) + list(failures) if k[0] == "rooms"})
+    if many:
+        rtargets = [t for t in targets if any(k[0] == "rooms" and k[3] == t for k in list(runs) + list(failures))]
+        shapes = {}
+        for r in lines:
+            if r.get("scenario") == "rooms" and r.get("ok"):
+                res = r["result"]
+                shapes[(r.get("n"), r.get("rate", 0))] = (res.get("rooms"), res.get("publishers"))
+        out += ["## Many rooms", "",
+                "Chat-shaped load: the subscribers spread over many small rooms, each room with its "
+                "own publisher (`--publisher-rooms own`), 100-byte payloads. Rate 0 is unpaced (each "
+                "Switchboard publisher keeps its window of unacknowledged publishes; the others "
+                "have no acknowledgements); otherwise the publishers together publish at that rate. "
+                "Per cell: server CPU per delivery (ns), then p50 / p99 latency (ms), then "
+                "deliveries/s; the ratio columns divide Switchboard's CPU per delivery by each "
+                "peer's (lower is better for Switchboard).", ""]
+        header = ["rooms × members, publishers", "rate"] + rtargets + [
+            f"switchboard/{p} CPU" for p in RATIO_PEERS if p in rtargets and "switchboard" in rtargets]
+        rows = []
+        for n, rate in many:
+            rooms_n, pubs = shapes.get((n, rate), (None, None))
+            shape = f"{rooms_n} × {n // rooms_n if rooms_n else '?'}, {pubs}"
+            row = [shape, "unpaced" if rate == 0 else f"{rate:g}/s"]
+            cpu = {}
+            for t in rtargets:
+                c, note, _ = cell("rooms", n, rate, t, lambda m: m["server_ns_per_delivery"])
+                p50, _, _ = cell("rooms", n, rate, t, lambda m: m["p50_ms"])
+                p99, _, _ = cell("rooms", n, rate, t, lambda m: m["p99_ms"])
+                mps, _, _ = cell("rooms", n, rate, t, lambda m: m["msgs_per_s"])
+                cpu[t] = c
+                row.append(f"{c:.0f} ns; {fmt_ms(p50)} / {fmt_ms(p99)}; {fmt_num(mps)}{note}"
+                           if c is not None else "–" + note)
+            for p in RATIO_PEERS:
+                if p in rtargets and "switchboard" in rtargets:
+                    a, b = cpu.get("switchboard"), cpu.get(p)
+                    row.append(f"{a / b:.2f}×" if a and b else "–")
+            rows.append(row)
+        out += [table(header, rows), ""]
 
     mem_rows = []
     conn = sorted({k[1] for k in list(runs) + list(failures) if k[0] == "connect"})

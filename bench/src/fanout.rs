@@ -1,6 +1,8 @@
 //! `fanout`: N subscribers spread evenly over R rooms (subscriber i in room i mod R), P
 //! publishers each publishing M messages to every room in turn (message s goes to room 0, 1, …,
-//! R−1, then s+1), at `--rate` messages per second per publisher.
+//! R−1, then s+1), at `--rate` messages per second per publisher. With `--publisher-rooms own`,
+//! publisher p publishes its M messages to room p mod R only: the chat-shaped load of many small
+//! rooms, each with its own publishers.
 //!
 //! Phases: every subscriber connects and has its subscription confirmed; every publisher
 //! connects; then publishing starts. The run ends when every subscriber has all it expects
@@ -35,7 +37,7 @@ use crate::{
     stats::{record_latency, Accounting, SeqTracker},
     sys,
     wire::RawWs,
-    Endpoints, FanoutArgs, Outcome,
+    Endpoints, FanoutArgs, Outcome, PublisherRooms,
 };
 
 /// Publishes written before a flush.
@@ -59,9 +61,24 @@ struct Shared {
     rate: f64,
     window: u64,
     accounting: Accounting,
+    /// Rooms in the run.
+    rooms: usize,
+    publisher_rooms: PublisherRooms,
     /// Set with the stop signal: a subscriber whose socket never runs dry checks it between
     /// batches (the biased select would always pick the socket).
     stopping: AtomicBool,
+}
+
+impl Shared {
+    /// How many publishers publish to `room`.
+    fn senders_to(&self, room: usize) -> u64 {
+        match self.publisher_rooms {
+            PublisherRooms::All => self.publishers as u64,
+            PublisherRooms::Own => (0..self.publishers)
+                .filter(|p| p % self.rooms == room)
+                .count() as u64,
+        }
+    }
 }
 
 /// What a subscriber saw.
@@ -86,7 +103,10 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     let mut progress = Progress::new();
     let rooms = args.rooms;
     let per_room = A::CONNECTION_PER_ROOM;
-    let pub_conns: Vec<(usize, Vec<usize>)> = if per_room {
+    let own = args.publisher_rooms == PublisherRooms::Own;
+    let pub_conns: Vec<(usize, Vec<usize>)> = if own {
+        (0..args.publishers).map(|p| (p, vec![p % rooms])).collect()
+    } else if per_room {
         (0..args.publishers)
             .flat_map(|p| (0..rooms).map(move |r| (p, vec![r])))
             .collect()
@@ -110,13 +130,16 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         publishers: args.publishers,
         messages: args.messages,
         size: args.size,
-        rate: if per_room {
+        // A publisher with one connection per room spreads its rate over them.
+        rate: if per_room && !own {
             args.rate / rooms as f64
         } else {
             args.rate
         },
         window: args.window as u64,
         accounting,
+        rooms,
+        publisher_rooms: args.publisher_rooms,
         stopping: AtomicBool::new(false),
     });
 
@@ -124,6 +147,7 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     report.publish_url = publish_url;
     report.subscribers = Some(args.subscribers);
     report.rooms = Some(rooms);
+    report.publisher_rooms = Some(if own { "own" } else { "all" });
     report.publishers = Some(args.publishers);
     report.messages = Some(args.messages);
     report.size = Some(args.size);
@@ -216,9 +240,14 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         Err(e) => return Outcome::failed(e),
     };
     let _ = go_tx.send(true);
-    let expected_each = args.publishers as u64 * args.messages;
-    let expected = expected_each * args.subscribers as u64;
-    let total_sends: u64 = args.publishers as u64 * args.messages * rooms as u64;
+    let expected: u64 = (0..args.subscribers)
+        .map(|i| shared.senders_to(i % rooms) * args.messages)
+        .sum();
+    let total_sends: u64 = if own {
+        args.publishers as u64 * args.messages
+    } else {
+        args.publishers as u64 * args.messages * rooms as u64
+    };
     let drain_idle = Duration::from_secs_f64(args.drain_idle);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_total = 0;
@@ -285,8 +314,13 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         }
     }
     // A subscriber that did not finish in time counts as losing what it had not reported.
-    let missing = subs.iter().filter(|s| s.is_none()).count() as u64;
-    lost += missing * expected_each;
+    let missing = subs.iter().filter(|s| s.is_none()).count();
+    lost += subs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_none())
+        .map(|(i, _)| shared.senders_to(i % rooms) * args.messages)
+        .sum::<u64>();
     let mut publisher_failed = None;
     for p in pubs.iter().flatten() {
         if let Some(e) = &p.error {
@@ -318,7 +352,7 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
             report.publish_s = Some(round3((done - first) as f64 / 1e9));
         }
     }
-    report.disconnected = errors.total() + missing as usize;
+    report.disconnected = errors.total() + missing;
     report.errors = errors.top(5);
     // `--server-pid` is `--url`'s server: with a `--publish-url` it holds the subscribers only.
     let held = if report.publish_url.is_some() {
@@ -389,7 +423,8 @@ async fn subscriber<A: Adapter>(
     ready: mpsc::UnboundedSender<Result<()>>,
     mut stop: watch::Receiver<bool>,
 ) -> SubOutcome {
-    let mut tracker = SeqTracker::new(shared.publishers, shared.messages, shared.accounting);
+    let mut tracker = SeqTracker::new(shared.publishers, shared.messages, shared.accounting)
+        .with_senders(shared.senders_to(room));
     let (mut raw, mut a) = match setup::<RawWs, A>(&shared, index, room, true).await {
         Ok(c) => c,
         Err(e) => {

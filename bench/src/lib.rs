@@ -87,6 +87,16 @@ impl PublishScope {
     }
 }
 
+/// Which rooms each publisher publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublisherRooms {
+    /// Every publisher publishes each message to every room in turn.
+    All,
+    /// Publisher p publishes only to room p mod R: chat-shaped load, where each room has its own
+    /// publishers (500 rooms, 500 publishers: one publisher per room).
+    Own,
+}
+
 /// Options shared by every scenario.
 #[derive(Debug, clap::Args)]
 pub struct Common {
@@ -131,10 +141,11 @@ pub struct FanoutArgs {
     /// Rooms; subscribers are spread evenly over them.
     #[arg(long, default_value_t = 1)]
     pub rooms: usize,
-    /// Publishers; each publishes to every room in turn.
+    /// Publishers; each publishes to every room in turn (or to its own, `--publisher-rooms own`).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
-    /// Messages per publisher to each room (each publisher sends messages × rooms publishes).
+    /// Messages per publisher to each of its rooms (each publisher sends messages × its rooms
+    /// publishes).
     #[arg(long, default_value_t = 10_000)]
     pub messages: u64,
     /// Payload size in bytes (the `data` a publisher sends, padded; at least ~30 bytes).
@@ -147,6 +158,9 @@ pub struct FanoutArgs {
     /// Switchboard only: the `scope` of each publish.
     #[arg(long, value_enum, default_value = "node")]
     pub scope: PublishScope,
+    /// Which rooms each publisher publishes to.
+    #[arg(long, value_enum, default_value = "all")]
+    pub publisher_rooms: PublisherRooms,
     /// Switchboard only: publishes a publisher may have sent but not yet seen acked.
     #[arg(long, default_value_t = 256)]
     pub window: usize,

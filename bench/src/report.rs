@@ -71,6 +71,9 @@ pub(crate) struct Report {
     pub(crate) rate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) scope: Option<&'static str>,
+    /// `all` or `own`: which rooms each publisher publishes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) publisher_rooms: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) window: Option<usize>,
     pub(crate) connections: usize,
@@ -134,6 +137,7 @@ impl Report {
             size: None,
             rate: None,
             scope: None,
+            publisher_rooms: None,
             window: None,
             connections: 0,
             threads: 1,

@@ -119,6 +119,8 @@ impl Accounting {
 pub(crate) struct SeqTracker {
     messages: u64,
     publishers: usize,
+    /// How many of the publishers publish to this subscriber's room.
+    senders: u64,
     seen: Seen,
     /// Distinct (publisher, sequence) pairs received.
     pub(crate) unique: u64,
@@ -146,6 +148,7 @@ impl SeqTracker {
         Self {
             messages,
             publishers,
+            senders: publishers as u64,
             seen,
             unique: 0,
             duplicated: 0,
@@ -153,9 +156,15 @@ impl SeqTracker {
         }
     }
 
+    /// Only `senders` of the publishers publish to this subscriber's room.
+    pub(crate) fn with_senders(mut self, senders: u64) -> Self {
+        self.senders = senders;
+        self
+    }
+
     /// Messages this subscriber should receive.
     pub(crate) fn expected(&self) -> u64 {
-        self.publishers as u64 * self.messages
+        self.senders * self.messages
     }
 
     /// Every expected message has arrived.

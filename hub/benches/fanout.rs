@@ -1,11 +1,12 @@
 //! Room fan-out: one publish handed to a room with N members on the same worker, until every
 //! member's outbox holds the frame (and the frames are taken out again, as the writers would).
-//! The per-recipient cost of the hot path, without sockets.
+//! The per-recipient cost of the hot path, without sockets. And one publish end to end for a
+//! room of 10: the per-publish cost of chat-shaped load.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchboard_hub::bench_support::RoomFixture;
+use switchboard_hub::bench_support::{PublishFixture, RoomFixture};
 
 fn room_fanout(c: &mut Criterion) {
     let system = actix_rt::System::new();
@@ -37,5 +38,38 @@ fn room_fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, room_fanout);
+/// One publish end to end (decode, the publish path, the room, the outboxes) for a chat-sized
+/// room of 10 members on the publisher's worker: the per-publish cost of many small rooms.
+fn publish_end_to_end(c: &mut Criterion) {
+    let system = actix_rt::System::new();
+    let mut group = c.benchmark_group("publish_e2e");
+    group.measurement_time(Duration::from_secs(3));
+    {
+        let recipients = 10usize;
+        let fixture = system.block_on(async { PublishFixture::new(recipients, 100) });
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(recipients),
+            &recipients,
+            |b, &recipients| {
+                b.iter_custom(|iters| {
+                    system.block_on(async {
+                        let start = Instant::now();
+                        let mut delivered = 0;
+                        for _ in 0..iters {
+                            fixture.publish().await;
+                            delivered += fixture.drain();
+                        }
+                        let elapsed = start.elapsed();
+                        assert_eq!(delivered, iters * recipients as u64);
+                        elapsed
+                    })
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, room_fanout, publish_end_to_end);
 criterion_main!(benches);

@@ -88,15 +88,15 @@ impl Broadcaster {
         });
     }
 
-    /// Calls `f` with the room actor of every worker that has members of `room`: the address
+    /// Calls `f` with the index and room actor of every worker that has members of `room`: the address
     /// kept here, shared by every publisher, so that the room queue's bound holds (actix bounds
     /// a mailbox per sender handle).
     ///
     /// `f` runs under a shard read lock: it must not block or touch the map.
-    pub(crate) fn for_each_worker(&self, room: &str, mut f: impl FnMut(&Addr<Room>)) {
+    pub(crate) fn for_each_worker(&self, room: &str, mut f: impl FnMut(usize, &Addr<Room>)) {
         if let Some(workers) = self.rooms.get(room) {
             for w in workers.iter() {
-                f(&w.addr);
+                f(w.worker, &w.addr);
             }
         }
     }

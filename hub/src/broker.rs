@@ -14,7 +14,12 @@ use std::{fmt, sync::Arc};
 
 use switchboard_protocol::{Envelope, Scope};
 
-use crate::{broadcaster::Broadcaster, codec::Frame, delivery::Delivery, SessionId};
+use crate::{
+    broadcaster::Broadcaster,
+    codec::Frame,
+    delivery::{Delivery, Here},
+    SessionId,
+};
 
 /// A cluster-scope publish, as the broker receives it.
 #[derive(Debug)]
@@ -25,6 +30,15 @@ pub(crate) struct ClusterPublish<'a> {
     pub(crate) frame: Frame,
     /// A member of this node not to deliver to.
     pub(crate) except: Option<SessionId>,
+    /// The publisher's own worker, when it has one: a broker that delivers on this node at once
+    /// delivers there directly (see [`Delivery::to_node`]).
+    pub(crate) here: Option<&'a dyn Here>,
+}
+
+impl std::fmt::Debug for dyn Here + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "worker {}", self.index())
+    }
 }
 
 /// Carries cluster publishes between the nodes of a cluster.
@@ -56,6 +70,7 @@ impl Broker for LocalBroker {
     fn publish(&self, publish: ClusterPublish<'_>) -> Delivery {
         Delivery::to_node(
             &self.broadcaster,
+            publish.here,
             &publish.envelope.room,
             publish.frame,
             publish.except,

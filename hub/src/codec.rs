@@ -8,7 +8,7 @@ use actix_codec::Decoder as _;
 use actix_http::ws::{Codec, Frame as WsFrame, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use switchboard_protocol::close;
+use switchboard_protocol::{close, ServerFrame};
 
 pub(crate) use actix_http::ws::{Item, Message};
 
@@ -47,6 +47,34 @@ pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Frame {
 /// Encodes a text frame: what a publish's `message` becomes, once, for all its recipients.
 pub(crate) fn text_frame(payload: &[u8]) -> Frame {
     frame(opcode::TEXT, payload)
+}
+
+/// The longest server frame header: 2 bytes, and 8 of length.
+const MAX_HEADER: usize = 10;
+
+/// Encodes a protocol frame as a text frame in one allocation: the JSON is written after room
+/// for the longest header, and the header goes right in front of it once its length is known.
+pub(crate) fn text_frame_of(frame: &ServerFrame<'_>) -> Frame {
+    let mut buf = frame.encode_after(MAX_HEADER);
+    let len = buf.len() - MAX_HEADER;
+    let start = match len {
+        n if n < 126 => {
+            buf[MAX_HEADER - 1] = n as u8;
+            MAX_HEADER - 2
+        }
+        n if n <= usize::from(u16::MAX) => {
+            buf[MAX_HEADER - 3] = 126;
+            buf[MAX_HEADER - 2..MAX_HEADER].copy_from_slice(&(n as u16).to_be_bytes());
+            MAX_HEADER - 4
+        }
+        n => {
+            buf[1] = 127;
+            buf[2..MAX_HEADER].copy_from_slice(&(n as u64).to_be_bytes());
+            0
+        }
+    };
+    buf[start] = 0x80 | opcode::TEXT;
+    Bytes::from(buf).slice(start..)
 }
 
 /// Encodes a close frame; the reason is cut to fit the 125 bytes a control frame may carry.
@@ -232,6 +260,28 @@ mod tests {
         assert_eq!(f[1], 127);
         assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
         assert_eq!(f.len(), 70_010);
+    }
+
+    #[test]
+    fn protocol_frames_encode_in_place_as_their_text_frame() {
+        use switchboard_protocol::RawValue;
+        for size in [0usize, 100, 125, 126, 200, 65_535, 65_536, 70_000] {
+            let json = format!("\"{}\"", "x".repeat(size));
+            let data = RawValue::from_string(json).unwrap();
+            let message = ServerFrame::Message {
+                room: "r",
+                data: &data,
+                from: "s",
+                user: None,
+            };
+            assert_eq!(
+                text_frame_of(&message),
+                text_frame(message.encode().as_bytes()),
+                "{size}"
+            );
+        }
+        let ack = ServerFrame::Ack { id: Some(3) };
+        assert_eq!(text_frame_of(&ack), text_frame(ack.encode().as_bytes()));
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! [`Delivery`]: handing one encoded frame to the room actors that serve a room, with the hub's
-//! one wait policy.
+//! [`Delivery`]: handing one encoded frame to the members of a room, with the hub's one wait
+//! policy.
 //!
-//! Each room actor gets the frame with `try_send`. A room whose queue is full is not skipped and
-//! its queue does not grow: the hand-over waits, and the publisher with it, until there is room.
-//! A session publisher waits inside its actor (`ctx.wait`), so it stops reading its socket and
-//! its messages keep their order; an HTTP or admin caller awaits [`Delivery::finish`]. Nothing
-//! here decides where a publish goes; that is `publish.rs`.
+//! A publisher on a session worker delivers to that worker's members itself, straight into
+//! their outboxes ([`Here`]): no actor message, and the members there see its publishes in the
+//! order it made them. Each other worker's room actor gets the frame with `try_send`. A room
+//! whose queue is full is not skipped and its queue does not grow: the hand-over waits, and the
+//! publisher with it, until there is room. A session publisher waits inside its actor
+//! (`ctx.wait`), so it stops reading its socket and its messages keep their order; an HTTP or
+//! admin caller awaits [`Delivery::finish`]. Nothing here decides where a publish goes; that is
+//! `publish.rs`.
 
-use std::sync::Arc;
+use std::{rc::Rc, sync::Arc, time::Instant};
 
 use actix::{prelude::SendError, Addr};
 
@@ -15,6 +18,27 @@ use crate::{
     broadcaster::Broadcaster, codec::Frame, messages::Fanout, metrics::FanoutTimer, room::Room,
     SessionId,
 };
+
+/// The publisher's own worker, which delivers to its members directly (implemented by
+/// `WorkerRooms`; a trait so that this module does not depend on the worker's).
+pub(crate) trait Here {
+    /// The worker's index, as the broadcaster knows it.
+    fn index(&self) -> usize;
+    /// Delivers `frame` to this worker's members of `room` but `except`, now, if the room is in
+    /// direct mode (see `room::Mode`).
+    fn deliver_here(&self, room: &str, frame: Frame, except: Option<SessionId>) -> Local;
+}
+
+/// What the publisher's own worker did with a publish.
+#[derive(Debug)]
+pub(crate) enum Local {
+    /// Delivered to its members.
+    Delivered,
+    /// The room has no members on this worker.
+    NoMembers,
+    /// The room is queued: the frame goes to its actor (counted in its mode already).
+    Queue(Rc<Addr<Room>>, Frame),
+}
 
 /// A frame handed to rooms; what is left to wait for, if a room queue was full.
 #[derive(Debug, Default)]
@@ -24,42 +48,74 @@ pub(crate) struct Delivery {
 }
 
 impl Delivery {
-    /// Hands `frame` to one room actor (a worker-scope publish).
-    pub(crate) fn to_room(
-        room: Option<&Addr<Room>>,
-        frame: Frame,
-        except: Option<SessionId>,
-    ) -> Self {
-        let mut delivery = Delivery::default();
-        if let Some(addr) = room {
-            let fanout = Fanout {
-                frame,
-                except,
-                timer: Some(FanoutTimer::start()),
-            };
-            delivery.hand(addr, fanout);
-        }
-        delivery
-    }
-
-    /// Hands `frame` to the room actor of every worker with members of `room`.
-    pub(crate) fn to_node(
-        broadcaster: &Broadcaster,
+    /// Delivers `frame` to the publisher's own worker's members (a worker-scope publish).
+    pub(crate) fn to_worker(
+        here: &dyn Here,
         room: &str,
         frame: Frame,
         except: Option<SessionId>,
     ) -> Self {
+        let started = Instant::now();
         let mut delivery = Delivery::default();
-        // One timer per publish, shared by its rooms; none when nobody is there to time.
+        match here.deliver_here(room, frame, except) {
+            Local::Delivered => FanoutTimer::observe(started),
+            Local::NoMembers => {}
+            Local::Queue(addr, frame) => delivery.hand(
+                &addr,
+                Fanout {
+                    frame,
+                    except,
+                    timer: Some(FanoutTimer::since(started)),
+                    local: true,
+                },
+            ),
+        }
+        delivery
+    }
+
+    /// Delivers `frame` to every member of `room` on this node: directly on `here` (the
+    /// publisher's own worker, if it has one), and through the room actor of every other worker
+    /// with members.
+    pub(crate) fn to_node(
+        broadcaster: &Broadcaster,
+        here: Option<&dyn Here>,
+        room: &str,
+        frame: Frame,
+        except: Option<SessionId>,
+    ) -> Self {
+        let started = Instant::now();
+        let mut delivery = Delivery::default();
+        let skip = here.map(|h| h.index());
+        // One timer per publish, shared by the rooms it is handed to; none when nobody is there.
         let mut timer: Option<Arc<FanoutTimer>> = None;
-        broadcaster.for_each_worker(room, |addr| {
+        broadcaster.for_each_worker(room, |worker, addr| {
+            if Some(worker) == skip {
+                return;
+            }
+            let shared = timer.get_or_insert_with(|| FanoutTimer::since(started));
             let fanout = Fanout {
                 frame: frame.clone(),
                 except,
-                timer: Some(timer.get_or_insert_with(FanoutTimer::start).clone()),
+                timer: Some(shared.clone()),
+                local: false,
             };
             delivery.hand(addr, fanout);
         });
+        // After the hand-overs, so that the other workers can start at once.
+        match here.map(|h| h.deliver_here(room, frame, except)) {
+            Some(Local::Delivered) if timer.is_none() => FanoutTimer::observe(started),
+            Some(Local::Queue(addr, frame)) => {
+                let shared = timer.get_or_insert_with(|| FanoutTimer::since(started));
+                let fanout = Fanout {
+                    frame,
+                    except,
+                    timer: Some(shared.clone()),
+                    local: true,
+                };
+                delivery.hand(&addr, fanout);
+            }
+            _ => {}
+        }
         delivery
     }
 

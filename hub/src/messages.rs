@@ -16,6 +16,9 @@ pub(crate) struct Fanout {
     pub(crate) except: Option<SessionId>,
     /// Shared by every room the publish was handed to; `None` where nobody times it.
     pub(crate) timer: Option<Arc<FanoutTimer>>,
+    /// From a publisher on the room's own worker, queued while the room is not in direct mode
+    /// (see `room::Mode`).
+    pub(crate) local: bool,
 }
 
 /// To a session, from outside its worker thread: the admin API and the drain.

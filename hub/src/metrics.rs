@@ -389,10 +389,16 @@ pub(crate) struct FanoutTimer {
 }
 
 impl FanoutTimer {
-    pub(crate) fn start() -> Arc<FanoutTimer> {
-        Arc::new(FanoutTimer {
-            started: Instant::now(),
-        })
+    /// A timer for a publish accepted at `started`, shared by the rooms it is handed to.
+    pub(crate) fn since(started: Instant) -> Arc<FanoutTimer> {
+        Arc::new(FanoutTimer { started })
+    }
+
+    /// Records a fan-out that is complete now (no room left to wait for): no allocation.
+    pub(crate) fn observe(started: Instant) {
+        metrics()
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -419,7 +425,7 @@ mod tests {
         m.frame_received(FrameKind::Binary);
         m.dropped(Drop::SlowConsumer, 2);
         let _gauge = m.connections("default");
-        drop(FanoutTimer::start());
+        drop(FanoutTimer::since(Instant::now()));
         let text = m.render(7);
         for needle in [
             "switchboard_connections{endpoint=\"default\"}",

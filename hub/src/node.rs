@@ -134,8 +134,8 @@ pub(crate) struct SessionEntry {
     pub(crate) info: Arc<SessionInfo>,
 }
 
-/// What a session tells the rest of the node about itself; shared with the session, which
-/// keeps `subscriptions` current.
+/// What a session tells the rest of the node about itself; shared with the session and its
+/// worker, which keeps `subscriptions` current.
 #[derive(Debug)]
 pub(crate) struct SessionInfo {
     /// The id as clients see it.

@@ -19,8 +19,10 @@ use std::{
     time::Instant,
 };
 
+use switchboard_protocol::ServerFrame;
+
 use crate::{
-    codec::{close_frame, control_frame, opcode, text_frame, Frame},
+    codec::{close_frame, control_frame, opcode, text_frame_of, Frame},
     metrics::Disconnect,
 };
 
@@ -124,9 +126,9 @@ impl Outbox {
         Refused::Overflow
     }
 
-    /// Queues a text frame of the session's own.
-    pub(crate) fn text(&mut self, text: &str) -> Result<(), Refused> {
-        self.push(text_frame(text.as_bytes()))
+    /// Queues a protocol frame of the session's own (reply, error, welcome).
+    pub(crate) fn send(&mut self, frame: &ServerFrame<'_>) -> Result<(), Refused> {
+        self.push(text_frame_of(frame))
     }
 
     /// Queues a pong answering a client's ping.

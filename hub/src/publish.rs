@@ -15,8 +15,8 @@ use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
 
 use crate::{
     broker::ClusterPublish,
-    codec::{text_frame, Frame},
-    delivery::Delivery,
+    codec::{text_frame_of, Frame},
+    delivery::{Delivery, Here},
     metrics::{metrics, Source},
     node::Node,
     worker::WorkerRooms,
@@ -96,11 +96,17 @@ pub(crate) fn publish(
     match route {
         Route::Worker(worker) => {
             metrics().published(Scope::Worker, source);
-            Ok(worker.with_room(room, |addr| Delivery::to_room(addr, frame, except)))
+            Ok(Delivery::to_worker(worker, room, frame, except))
         }
         Route::Node => {
             metrics().published(Scope::Node, source);
-            Ok(Delivery::to_node(&node.broadcaster, room, frame, except))
+            Ok(Delivery::to_node(
+                &node.broadcaster,
+                worker.map(|w| w as &dyn Here),
+                room,
+                frame,
+                except,
+            ))
         }
         Route::Cluster((data, from, user)) => {
             // Counted as what the broker reaches: a standalone node's cluster is the node.
@@ -117,6 +123,7 @@ pub(crate) fn publish(
                 },
                 frame,
                 except,
+                here: worker.map(|w| w as &dyn Here),
             }))
         }
     }
@@ -128,17 +135,13 @@ enum Route<'w, 'a> {
     Cluster((&'a RawValue, &'a str, Option<&'a str>)),
 }
 
-/// The `message` frame of a publish, WebSocket header included: its one serialization, which
-/// every recipient on this node shares.
+/// The `message` frame of a publish, WebSocket header included: its one serialization, in one
+/// allocation, which every recipient on this node shares.
 pub(crate) fn message_frame(room: &str, data: &RawValue, from: &str, user: Option<&str>) -> Frame {
-    text_frame(
-        ServerFrame::Message {
-            room,
-            data,
-            from,
-            user,
-        }
-        .encode()
-        .as_bytes(),
-    )
+    text_frame_of(&ServerFrame::Message {
+        room,
+        data,
+        from,
+        user,
+    })
 }

@@ -5,11 +5,16 @@
 //! unsubscribe take effect synchronously, before their ack, while publishes queue in the room's
 //! bounded mailbox. The room only reads the table.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+};
 
 use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
+    codec::Frame,
     messages::Fanout,
     metrics::{metrics, Drop as Dropped},
     outbox::{Refused, SharedOutbox},
@@ -19,6 +24,52 @@ use crate::{
 /// The members of one room on one worker: each session's outbox, by session id.
 pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 
+/// How publishers on a room's own worker reach its members, shared by the worker and the room
+/// actor (same thread).
+///
+/// Direct: a publisher on the worker delivers into the members' outboxes itself, with no actor
+/// message. But a publisher then delivers as many publishes as it handles in one turn, and
+/// several publishers may take their turns before the members' writers get theirs. So when a
+/// direct delivery leaves a member's outbox at a quarter of its capacity or more, the room is
+/// *queued*: publishers on the worker hand their publishes to the room actor like everyone else
+/// (it fans out at most `FANOUT_BATCH` per turn, and a full queue makes publishers wait), until
+/// the actor has handled every publish queued that way, which keeps each publisher's order.
+#[derive(Debug, Default)]
+pub(crate) struct Mode {
+    /// A direct delivery found a member's outbox filling up.
+    pressured: Cell<bool>,
+    /// Publishes from this worker in the room actor's queue.
+    queued: Cell<usize>,
+}
+
+impl Mode {
+    /// Whether a publisher on this worker may deliver directly now.
+    pub(crate) fn direct(&self) -> bool {
+        !self.pressured.get() && self.queued.get() == 0
+    }
+
+    /// A publish from this worker goes to the room actor's queue.
+    pub(crate) fn queue_one(&self) {
+        self.queued.set(self.queued.get() + 1);
+    }
+
+    /// A direct delivery left a member's outbox this full.
+    pub(crate) fn note_fullest(&self, frames: usize, soft: usize) {
+        if frames >= soft {
+            self.pressured.set(true);
+        }
+    }
+
+    /// The room actor handled a publish from this worker.
+    fn handled_one(&self) {
+        let left = self.queued.get().saturating_sub(1);
+        self.queued.set(left);
+        if left == 0 {
+            self.pressured.set(false);
+        }
+    }
+}
+
 /// Fans publishes out to one worker's members of one room.
 ///
 /// Its mailbox is bounded by `room_queue_capacity`; publishers use `try_send` and wait only when
@@ -26,6 +77,7 @@ pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 #[derive(Debug)]
 pub(crate) struct Room {
     members: Members,
+    mode: Rc<Mode>,
     /// Publishes fanned out since the room last yielded its thread.
     burst: usize,
 }
@@ -41,44 +93,81 @@ const FANOUT_BATCH: usize = 32;
 
 impl Room {
     /// Starts a room actor on the current worker, with a mailbox of `capacity` publishes.
-    pub(crate) fn start_here(members: Members, capacity: usize) -> Addr<Room> {
+    pub(crate) fn start_here(members: Members, mode: Rc<Mode>, capacity: usize) -> Addr<Room> {
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            Room { members, burst: 0 }
+            Room {
+                members,
+                mode,
+                burst: 0,
+            }
         })
     }
+}
 
-    /// Pushes `frame` into every member's outbox but `except`'s; returns the deliveries made,
-    /// members found full (now evicted) and members already evicted.
-    fn deliver(&self, frame: &Rc<bytes::Bytes>, except: Option<SessionId>) -> (u64, u64, u64) {
-        let (mut delivered, mut overflowed, mut refused) = (0u64, 0u64, 0u64);
-        let mut tally = |result: Result<(), Refused>| match result {
-            Ok(()) => delivered += 1,
-            Err(Refused::Overflow) => overflowed += 1,
-            Err(Refused::Evicted) => refused += 1,
-        };
-        let members = self.members.borrow();
-        // A push into the member's outbox, on this thread: no message and no allocation per
-        // recipient. A full outbox evicts its session (its writer closes it with 4000, and the
-        // session's end removes it from this table), so the other members never wait for it.
-        match except {
-            None => {
-                for outbox in members.values() {
-                    tally(outbox.borrow_mut().deliver(frame));
-                }
+/// What one fan-out did: deliveries made, members found full (now evicted), members already
+/// evicted.
+#[derive(Debug, Default, Clone, Copy)]
+#[must_use]
+pub(crate) struct Tally {
+    delivered: u64,
+    overflowed: u64,
+    refused: u64,
+    /// Frames in the fullest member outbox after the delivery.
+    pub(crate) fullest: usize,
+}
+
+impl Tally {
+    /// Counts the fan-out in the metrics: once per fan-out, never per recipient.
+    pub(crate) fn record(self) {
+        metrics().delivered.inc_by(self.delivered);
+        if self.overflowed > 0 {
+            metrics().dropped(Dropped::SlowConsumer, self.overflowed);
+        }
+        if self.refused > 0 {
+            metrics().dropped(Dropped::Evicted, self.refused);
+        }
+    }
+}
+
+/// Pushes `frame` into the outbox of every member in `members` but `except`: the one fan-out
+/// loop, for a room actor and for a publisher delivering on its own worker.
+///
+/// A push into a member's outbox, on this thread: no message and no allocation per recipient.
+/// A full outbox evicts its session (its writer closes it with 4000, and the session's end
+/// removes it from the table), so the other members never wait for it.
+pub(crate) fn fan_out(
+    members: &HashMap<SessionId, SharedOutbox>,
+    frame: &Rc<Frame>,
+    except: Option<SessionId>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut deliver = |outbox: &SharedOutbox| {
+        let mut outbox = outbox.borrow_mut();
+        match outbox.deliver(frame) {
+            Ok(()) => tally.delivered += 1,
+            Err(Refused::Overflow) => tally.overflowed += 1,
+            Err(Refused::Evicted) => tally.refused += 1,
+        }
+        tally.fullest = tally.fullest.max(outbox.len_frames());
+    };
+    match except {
+        None => {
+            for outbox in members.values() {
+                deliver(outbox);
             }
-            // Only relay publishes name a member to skip: the common loop above carries no
-            // per-recipient check.
-            Some(skip) => {
-                for (id, outbox) in members.iter() {
-                    if *id != skip {
-                        tally(outbox.borrow_mut().deliver(frame));
-                    }
+        }
+        // Only relay publishes name a member to skip: the common loop above carries no
+        // per-recipient check.
+        Some(skip) => {
+            for (id, outbox) in members {
+                if *id != skip {
+                    deliver(outbox);
                 }
             }
         }
-        (delivered, overflowed, refused)
     }
+    tally
 }
 
 /// To a [`Room`]: the ids of its members on its worker (for the admin API).
@@ -107,9 +196,13 @@ impl Handler<Fanout> for Room {
             frame,
             except,
             timer,
+            local,
         }: Fanout,
         ctx: &mut Context<Self>,
     ) {
+        if local {
+            self.mode.handled_one();
+        }
         self.burst += 1;
         if self.burst >= FANOUT_BATCH {
             self.burst = 0;
@@ -118,14 +211,7 @@ impl Handler<Fanout> for Room {
             ctx.wait(wrap_future(tokio::task::yield_now()));
         }
         // Crossed threads once as `Bytes`; on this thread every member shares one `Rc`.
-        let (delivered, overflowed, refused) = self.deliver(&Rc::new(frame), except);
-        metrics().delivered.inc_by(delivered);
-        if overflowed > 0 {
-            metrics().dropped(Dropped::SlowConsumer, overflowed);
-        }
-        if refused > 0 {
-            metrics().dropped(Dropped::Evicted, refused);
-        }
+        fan_out(&self.members.borrow(), &Rc::new(frame), except).record();
         // The last room to finish with this publish records its fan-out time.
         drop(timer);
     }
@@ -147,7 +233,7 @@ mod tests {
                 .borrow_mut()
                 .insert(SessionId(i as u64), outbox.clone());
         }
-        let addr = Room::start_here(members.clone(), capacity);
+        let addr = Room::start_here(members.clone(), Rc::default(), capacity);
         (members, addr)
     }
 
@@ -156,6 +242,7 @@ mod tests {
             frame: Bytes::from_static(text.as_bytes()),
             except,
             timer: None,
+            local: false,
         }
     }
 

@@ -22,11 +22,13 @@ use actix::Addr;
 
 use crate::{
     broadcaster::MemberCount,
+    codec::Frame,
+    delivery::{Here, Local},
     events::MembershipEvent,
     metrics::metrics,
     node::{Node, SessionInfo},
     outbox::SharedOutbox,
-    room::{Members, Room},
+    room::{fan_out, Members, Mode, Room},
     RoomName, SessionId,
 };
 
@@ -43,8 +45,15 @@ pub(crate) struct WorkerRooms {
 
 #[derive(Debug)]
 struct LocalRoom {
-    addr: Addr<Room>,
+    /// The room's actor: the publishes of other workers and of the admin API, and of this
+    /// worker's publishers while the room is not in direct mode.
+    /// In an `Rc`: every publisher here shares this one sender handle, so the mailbox bound
+    /// holds (actix bounds a mailbox per handle).
+    addr: Rc<Addr<Room>>,
+    /// Shared with the room's actor.
     members: Members,
+    /// Whether this worker's publishers deliver directly (see `room::Mode`).
+    mode: Rc<Mode>,
     /// `members.len()`, readable from other threads (the admin API).
     count: MemberCount,
 }
@@ -164,7 +173,12 @@ impl WorkerRooms {
             Entry::Vacant(e) => {
                 let members = Members::default();
                 let count = MemberCount::default();
-                let addr = Room::start_here(members.clone(), self.node.config.room_queue_capacity);
+                let mode = Rc::new(Mode::default());
+                let addr = Room::start_here(
+                    members.clone(),
+                    mode.clone(),
+                    self.node.config.room_queue_capacity,
+                );
                 self.node.broadcaster.register(
                     room.clone(),
                     self.index,
@@ -172,8 +186,9 @@ impl WorkerRooms {
                     count.clone(),
                 );
                 e.insert(LocalRoom {
-                    addr,
+                    addr: Rc::new(addr),
                     members,
+                    mode,
                     count,
                 })
             }
@@ -250,14 +265,28 @@ impl WorkerRooms {
             self.node.broadcaster.unregister(room, self.index);
         }
     }
+}
 
-    /// Calls `f` with the room actor serving `room` on this worker, if it has members here.
-    ///
-    /// `f` gets the address this worker keeps, not a clone: actix bounds a mailbox per sender
-    /// handle (each clone may queue past the bound once), so publishers must share one handle
-    /// for the room queue's bound to hold.
-    pub(crate) fn with_room<R>(&self, room: &str, f: impl FnOnce(Option<&Addr<Room>>) -> R) -> R {
+impl Here for WorkerRooms {
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn deliver_here(&self, room: &str, frame: Frame, except: Option<SessionId>) -> Local {
         let rooms = self.rooms.borrow();
-        f(rooms.get(room).map(|local| &local.addr))
+        let Some(local) = rooms.get(room) else {
+            return Local::NoMembers;
+        };
+        if !local.mode.direct() {
+            local.mode.queue_one();
+            return Local::Queue(local.addr.clone(), frame);
+        }
+        // On this thread every member shares one `Rc` of the frame.
+        let tally = fan_out(&local.members.borrow(), &Rc::new(frame), except);
+        local
+            .mode
+            .note_fullest(tally.fullest, (self.node.config.outbox_capacity / 4).max(1));
+        tally.record();
+        Local::Delivered
     }
 }

@@ -51,30 +51,48 @@ impl ServerFrame<'_> {
     /// The frame as JSON text.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(self.size_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The frame as JSON bytes after `front` zero bytes, in one allocation: room for a header
+    /// (such as a WebSocket frame header) that the caller writes once the length is known, so
+    /// that header and text need not be copied together afterwards.
+    pub fn encode_after(&self, front: usize) -> Vec<u8> {
+        let mut out = String::with_capacity(front + self.size_hint());
+        for _ in 0..front {
+            out.push('\0');
+        }
+        self.encode_into(&mut out);
+        out.into_bytes()
+    }
+
+    /// Appends the frame's JSON text to `out`.
+    pub fn encode_into(&self, out: &mut String) {
         match self {
             ServerFrame::Welcome(w) => {
                 out.push_str(r#"{"op":"welcome","session":"#);
-                push_json_str(&mut out, w.session);
+                push_json_str(out, w.session);
                 out.push_str(r#","node":"#);
-                push_json_str(&mut out, w.node);
+                push_json_str(out, w.node);
                 let _ = write!(out, r#","worker":{},"protocol":"#, w.worker);
-                push_json_str(&mut out, PROTOCOL);
+                push_json_str(out, PROTOCOL);
                 out.push_str(r#","heartbeat":"#);
-                push_seconds(&mut out, w.heartbeat_secs);
+                push_seconds(out, w.heartbeat_secs);
                 if let Some(user) = w.user {
                     out.push_str(r#","user":"#);
-                    push_json_str(&mut out, user);
+                    push_json_str(out, user);
                 }
                 out.push('}');
             }
             ServerFrame::Ack { id } => {
                 out.push_str(r#"{"op":"ack""#);
-                push_id(&mut out, *id, false);
+                push_id(out, *id, false);
                 out.push('}');
             }
             ServerFrame::Pong { id } => {
                 out.push_str(r#"{"op":"pong""#);
-                push_id(&mut out, *id, false);
+                push_id(out, *id, false);
                 out.push('}');
             }
             ServerFrame::Message {
@@ -84,14 +102,14 @@ impl ServerFrame<'_> {
                 user,
             } => {
                 out.push_str(r#"{"op":"message","room":"#);
-                push_json_str(&mut out, room);
+                push_json_str(out, room);
                 out.push_str(r#","data":"#);
                 out.push_str(data.get());
                 out.push_str(r#","from":"#);
-                push_json_str(&mut out, from);
+                push_json_str(out, from);
                 if let Some(user) = user {
                     out.push_str(r#","user":"#);
-                    push_json_str(&mut out, user);
+                    push_json_str(out, user);
                 }
                 out.push('}');
             }
@@ -99,20 +117,19 @@ impl ServerFrame<'_> {
                 out.push_str(r#"{"op":"direct","data":"#);
                 out.push_str(data.get());
                 out.push_str(r#","from":"#);
-                push_json_str(&mut out, from);
+                push_json_str(out, from);
                 out.push('}');
             }
             ServerFrame::Error { id, code, message } => {
                 out.push_str(r#"{"op":"error""#);
-                push_id(&mut out, *id, true);
+                push_id(out, *id, true);
                 out.push_str(r#","code":""#);
                 out.push_str(code.as_str());
                 out.push_str(r#"","message":"#);
-                push_json_str(&mut out, message);
+                push_json_str(out, message);
                 out.push('}');
             }
         }
-        out
     }
 
     /// The exact encoded length of a `message` frame, without encoding it; used to refuse a

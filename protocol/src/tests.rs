@@ -1740,3 +1740,31 @@ fn envelopes_compare_data_by_its_text() {
     };
     assert_eq!(x, owned);
 }
+
+#[test]
+fn encode_after_leaves_room_in_front_and_writes_the_same_text() {
+    let data = raw(r#"{"a" : [1, 2.50]}"#);
+    let frames = [
+        ServerFrame::Ack { id: Some(7) },
+        ServerFrame::Ack { id: None },
+        ServerFrame::Pong { id: None },
+        ServerFrame::Message {
+            room: "chat:\"lobby\"",
+            data: &data,
+            from: "s-1",
+            user: Some("ünïcode"),
+        },
+        ServerFrame::Error {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: "bad\nthing",
+        },
+    ];
+    for frame in &frames {
+        for front in [0, 2, 10] {
+            let bytes = frame.encode_after(front);
+            assert!(bytes[..front].iter().all(|b| *b == 0));
+            assert_eq!(&bytes[front..], frame.encode().as_bytes());
+        }
+    }
+}

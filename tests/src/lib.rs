@@ -530,6 +530,9 @@ pub struct Client {
     pub welcome: Value,
     /// The subprotocol the hub chose (`Sec-WebSocket-Protocol` of its 101), if any.
     pub protocol: Option<String>,
+    /// Messages [`Client::publish`] read while waiting for its ack, handed out first by
+    /// [`Client::recv`]: a member publisher may get its own message before or after the ack.
+    pending: std::collections::VecDeque<Value>,
 }
 
 impl Client {
@@ -552,6 +555,7 @@ impl Client {
             Ok((ws, response)) => Ok(Client {
                 ws,
                 welcome: Value::Null,
+                pending: Default::default(),
                 protocol: response
                     .headers()
                     .get("sec-websocket-protocol")
@@ -601,6 +605,7 @@ impl Client {
             ws,
             welcome: Value::Null,
             protocol: None,
+            pending: Default::default(),
         };
         client.read_welcome().await;
         client
@@ -639,6 +644,9 @@ impl Client {
 
     /// The next text frame, parsed. Panics on close, timeout or non-JSON.
     pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.pending.pop_front() {
+            return v;
+        }
         match self.recv_message().await {
             Message::Text(t) => serde_json::from_str(&t).expect("JSON"),
             other => panic!("expected a text frame, got {other:?}"),
@@ -659,13 +667,17 @@ impl Client {
         assert_eq!(r, json!({"op":"ack","id":1}));
     }
 
-    /// Publishes and checks the ack (skipping deliveries that arrive first).
+    /// Publishes and checks the ack; deliveries that arrive first are kept for [`Client::recv`].
     pub async fn publish(&mut self, room: &str, data: Value, scope: &str) {
         self.send(json!({"op":"publish","room":room,"data":data,"scope":scope,"id":77}))
             .await;
         loop {
-            let r = self.recv().await;
+            let r = match self.recv_message().await {
+                Message::Text(t) => serde_json::from_str::<Value>(&t).expect("JSON"),
+                other => panic!("expected a text frame, got {other:?}"),
+            };
             if r["op"] == "message" {
+                self.pending.push_back(r);
                 continue;
             }
             assert_eq!(r, json!({"op":"ack","id":77}));

@@ -211,3 +211,61 @@ async fn room_of_200_bytes_is_accepted() {
         json!({"op":"ack","id":1})
     );
 }
+
+/// Requests without an `id` are fire and forget: no answer when they succeed, an error (with
+/// `"id":null`) when they fail; `ping` is always answered; answers keep request order.
+#[tokio::test]
+async fn requests_without_an_id_are_answered_only_when_they_fail() {
+    let hub = TestHub::start();
+    let mut member = Client::connect(&hub).await;
+    let mut publisher = Client::connect(&hub).await;
+    // A subscribe without id takes effect without an ack: the next request's answer comes first.
+    member
+        .send(json!({"op":"subscribe","room":"ff","scope":"node"}))
+        .await;
+    assert_eq!(
+        member.request(json!({"op":"ping","id":1})).await,
+        json!({"op":"pong","id":1})
+    );
+    // Publishes without id: delivered, never acknowledged.
+    for n in 0..3 {
+        publisher
+            .send(json!({"op":"publish","room":"ff","data":n,"scope":"node"}))
+            .await;
+    }
+    for n in 0..3 {
+        let m = member.recv().await;
+        assert_eq!(
+            (m["op"].as_str(), m["data"].as_u64()),
+            (Some("message"), Some(n))
+        );
+    }
+    // A failing request without id is answered, with a null id, in order.
+    publisher
+        .send(json!({"op":"publish","room":"","data":1}))
+        .await;
+    publisher.send(json!({"op":"ping"})).await;
+    let error = publisher.recv().await;
+    assert_eq!(
+        (error["op"].as_str(), &error["id"]),
+        (Some("error"), &Value::Null)
+    );
+    assert_eq!(publisher.recv().await, json!({"op":"pong"}));
+    publisher
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await;
+    // An unsubscribe without id: no answer, and the member gets nothing more.
+    member.send(json!({"op":"unsubscribe","room":"ff"})).await;
+    assert_eq!(
+        member
+            .request(json!({"op":"unsubscribe","room":"ff","id":2}))
+            .await["code"],
+        "not_subscribed"
+    );
+    publisher
+        .send(json!({"op":"publish","room":"ff","data":9,"scope":"node"}))
+        .await;
+    member
+        .expect_silence(std::time::Duration::from_millis(300))
+        .await;
+}

@@ -30,7 +30,7 @@ async fn publish_all(
             credit.acquire().await.unwrap().forget();
         }
         publisher
-            .send(json!({"op":"publish","room":room,"data":{"seq":seq,"pad":pad},"scope":"node"}))
+            .send(json!({"op":"publish","room":room,"data":{"seq":seq,"pad":pad},"scope":"node","id":seq}))
             .await;
         while seq + 1 - acked > window {
             assert_eq!(publisher.recv().await["op"], "ack");
@@ -233,4 +233,56 @@ async fn an_echo_client_that_never_reads_is_evicted_within_the_outbox_bound() {
         discarded >= 1.0,
         "the outbox was full when the client was cut off"
     );
+}
+
+/// Many publishers pouring into one room at once must not make the hub evict members whose
+/// sockets take everything: each member's writer gets its turn before its outbox fills, however
+/// many publishers are ready on its worker. (Small messages, so that the kernel's socket buffers
+/// hold all of them and only the hub's own turns decide.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_unpaced_publishers_into_one_room_evict_no_reader() {
+    const PUBLISHERS: u64 = 40;
+    const EACH: u64 = 500;
+    let hub = TestHub::builder().set("workers", 1).start();
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(&hub).await;
+        c.subscribe("crowd").await;
+        readers.push(c);
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        publishers.push(Client::connect(&hub).await);
+    }
+    let readers = tokio::spawn(async move {
+        join_all(readers.into_iter().map(|mut c| async move {
+            let mut got = 0;
+            while got < PUBLISHERS * EACH {
+                let m = c.recv().await;
+                assert_eq!(m["op"], "message", "{m}");
+                got += 1;
+            }
+            got
+        }))
+        .await
+    });
+    join_all(publishers.iter_mut().map(|p| async move {
+        let mut acked = 0;
+        for seq in 0..EACH {
+            p.send(json!({"op":"publish","room":"crowd","data":seq,"scope":"node","id":seq}))
+                .await;
+            // A full window of 256 in flight per publisher, as the bench's publishers keep.
+            while seq + 1 - acked > 256 {
+                assert_eq!(p.recv().await["op"], "ack");
+                acked += 1;
+            }
+        }
+        while acked < EACH {
+            assert_eq!(p.recv().await["op"], "ack");
+            acked += 1;
+        }
+    }))
+    .await;
+    let got = readers.await.unwrap();
+    assert_eq!(got, vec![PUBLISHERS * EACH; 3]);
 }

@@ -120,7 +120,9 @@ async fn run(
     // the session's whole life: the reader copied what it needs.
     drop(early);
     let body = start(session, reader);
-    let writer = Writer::new(io.clone(), Box::pin(body), outbox.clone(), grace);
+    // The writer writes at once from the point where a room stops direct delivery (`room::Mode`).
+    let write_now = (node.config.outbox_capacity / 4).max(1);
+    let writer = Writer::new(io.clone(), Box::pin(body), outbox.clone(), grace, write_now);
     let outcome = writer.await;
     connections.dec();
     let ended = outbox.borrow().ended;

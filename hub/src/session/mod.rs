@@ -199,7 +199,15 @@ impl WsSession {
     /// Queues a frame of this session's own (reply, error, welcome). A client that does not read
     /// its replies fills its outbox and is evicted, so a refusal needs no handling here.
     fn send(&self, frame: &ServerFrame<'_>) {
-        let _ = self.out.borrow_mut().text(&frame.encode());
+        let _ = self.out.borrow_mut().send(frame);
+    }
+
+    /// Acknowledges a request that succeeded: only a request with an `id` gets an answer, so a
+    /// fire-and-forget publish costs the hub no reply (errors are always answered).
+    fn ack(&self, id: Option<u64>) {
+        if id.is_some() {
+            self.send(&ServerFrame::Ack { id });
+        }
     }
 
     fn send_error(&self, id: Option<u64>, code: ErrorCode, message: &str) {
@@ -216,7 +224,7 @@ impl WsSession {
             ClientFrame::Refresh { token, id } => self.refresh(&token, id, ctx),
             ClientFrame::Unsubscribe { room, id } => {
                 if self.worker.leave(self.id, &room) {
-                    self.send(&ServerFrame::Ack { id });
+                    self.ack(id);
                 } else {
                     self.send_error(id, ErrorCode::NotSubscribed, "not subscribed to this room");
                 }
@@ -228,7 +236,7 @@ impl WsSession {
 
     fn subscribe(&mut self, room: &str, id: Option<u64>) {
         if self.worker.is_member(self.id, room) {
-            return self.send(&ServerFrame::Ack { id });
+            return self.ack(id);
         }
         if self.claims.as_ref().is_some_and(|c| !c.may_subscribe(room)) {
             return self.send_error(
@@ -239,7 +247,7 @@ impl WsSession {
         }
         let limit = self.node.config.max_subscriptions;
         match self.worker.join(self.id, room, limit) {
-            Join::Joined | Join::Already => self.send(&ServerFrame::Ack { id }),
+            Join::Joined | Join::Already => self.ack(id),
             Join::Full => {
                 let message = format!("at most {limit} subscriptions per session");
                 self.send_error(id, ErrorCode::LimitExceeded, &message);
@@ -275,9 +283,7 @@ impl WsSession {
             except: None,
         };
         match crate::publish::publish(&self.node, Some(&self.worker), publication) {
-            Ok(delivery) => self.wait_for(delivery, ctx, move |act| {
-                act.send(&ServerFrame::Ack { id });
-            }),
+            Ok(delivery) => self.wait_for(delivery, ctx, move |act| act.ack(id)),
             Err(PublishError::TooLarge { size, limit }) => {
                 let message = format!("message frame would be {size} bytes, limit is {limit}");
                 self.send_error(id, ErrorCode::TooLarge, &message);
@@ -322,7 +328,7 @@ impl WsSession {
         }
         self.claims = Some(Box::new(claims));
         self.arm_expiry(ctx);
-        self.send(&ServerFrame::Ack { id });
+        self.ack(id);
     }
 
     /// A relay member's message: to every other member of its room, in the same frame type.

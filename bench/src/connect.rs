@@ -149,6 +149,7 @@ async fn connection<A: Adapter>(
 ) -> Option<Error> {
     let opts = AdapterOpts {
         scope: PublishScope::Node,
+        fire_and_forget: false,
     };
     let opened = async {
         let _permit = handshakes

@@ -125,7 +125,10 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     let shared = Arc::new(Shared {
         publish_ep: eps.publish.unwrap_or_else(|| eps.main.clone()),
         ep: eps.main,
-        opts: AdapterOpts { scope: args.scope },
+        opts: AdapterOpts {
+            scope: args.scope,
+            fire_and_forget: args.window == 0,
+        },
         handshakes: Semaphore::new(c.concurrency),
         publishers: args.publishers,
         messages: args.messages,
@@ -596,11 +599,9 @@ async fn publish_all<A: Adapter>(
 ) -> Result<()> {
     let per_round = rooms.len().max(1) as u64;
     let total = shared.messages * per_round;
-    let window = if A::ACKS_PUBLISHES {
-        shared.window
-    } else {
-        u64::MAX
-    };
+    // `--window 0`: publishes without ids, which the hub does not answer.
+    let acks = A::ACKS_PUBLISHES && shared.window > 0;
+    let window = if acks { shared.window } else { u64::MAX };
     let pacer = Pacer::new(shared.rate);
     let mut scratch = Vec::with_capacity(shared.size + 64);
     let (mut sent, mut acked) = (0u64, 0u64);
@@ -630,7 +631,7 @@ async fn publish_all<A: Adapter>(
             dispatch(a, m, &mut |e| acked += u64::from(e == Event::Ack))?;
         }
         send_replies(ws, a).await?;
-        let all_acked = !A::ACKS_PUBLISHES || acked >= total;
+        let all_acked = !acks || acked >= total;
         if sent >= total && all_acked {
             return Ok(());
         }

@@ -161,7 +161,8 @@ pub struct FanoutArgs {
     /// Which rooms each publisher publishes to.
     #[arg(long, value_enum, default_value = "all")]
     pub publisher_rooms: PublisherRooms,
-    /// Switchboard only: publishes a publisher may have sent but not yet seen acked.
+    /// Switchboard only: publishes a publisher may have sent but not yet seen acked; 0: publish
+    /// fire and forget (no `id`, no ack, no window), as the peers' publishers do.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     /// Seconds without any delivery, once the publishers are done, after which the missing
@@ -224,11 +225,13 @@ pub fn main(args: BenchArgs) -> ExitCode {
     }
     let connections = match &args.scenario {
         Scenario::Fanout(a) => {
-            let per_publisher = if a.common.target == Target::Ws {
-                a.rooms
-            } else {
-                1
-            };
+            // A plain ws publisher opens a connection per room it publishes to.
+            let per_publisher =
+                if a.common.target == Target::Ws && a.publisher_rooms == PublisherRooms::All {
+                    a.rooms
+                } else {
+                    1
+                };
             a.subscribers
                 .saturating_add(a.publishers.saturating_mul(per_publisher))
         }
@@ -351,7 +354,6 @@ fn validate(args: &BenchArgs) -> Result<(), Error> {
                 ("--subscribers", a.subscribers),
                 ("--rooms", a.rooms),
                 ("--publishers", a.publishers),
-                ("--window", a.window),
             ] {
                 if v == 0 {
                     return Err(Error(format!("{name} must be at least 1")));

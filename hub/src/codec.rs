@@ -53,28 +53,53 @@ pub(crate) fn text_frame(payload: &[u8]) -> Frame {
 const MAX_HEADER: usize = 10;
 
 /// Encodes a protocol frame as a text frame in one allocation: the JSON is written after room
-/// for the longest header, and the header goes right in front of it once its length is known.
+/// for the header, and the header goes in front of it. For a `message` (the frame every
+/// recipient shares) the length is known before encoding, so the header fits exactly; other
+/// frames are small, and their text moves up by the unused header bytes.
 pub(crate) fn text_frame_of(frame: &ServerFrame<'_>) -> Frame {
-    let mut buf = frame.encode_after(MAX_HEADER);
-    let len = buf.len() - MAX_HEADER;
-    let start = match len {
-        n if n < 126 => {
-            buf[MAX_HEADER - 1] = n as u8;
-            MAX_HEADER - 2
-        }
+    let known = match frame {
+        ServerFrame::Message {
+            room,
+            data,
+            from,
+            user,
+        } => Some(ServerFrame::message_len(room, data, from, *user)),
+        _ => None,
+    };
+    let front = known.map_or(MAX_HEADER, header_len);
+    let mut buf = frame.encode_after(front);
+    let len = buf.len() - front;
+    let needed = header_len(len);
+    if needed < front {
+        buf.drain(..front - needed);
+    }
+    write_header(&mut buf[..needed], opcode::TEXT, len);
+    Bytes::from(buf)
+}
+
+/// Bytes of the header of a frame with `len` bytes of payload.
+fn header_len(len: usize) -> usize {
+    match len {
+        n if n < 126 => 2,
+        n if n <= usize::from(u16::MAX) => 4,
+        _ => MAX_HEADER,
+    }
+}
+
+/// Writes a frame header into `out`, which is exactly `header_len(len)` bytes.
+fn write_header(out: &mut [u8], opcode: u8, len: usize) {
+    out[0] = 0x80 | opcode;
+    match len {
+        n if n < 126 => out[1] = n as u8,
         n if n <= usize::from(u16::MAX) => {
-            buf[MAX_HEADER - 3] = 126;
-            buf[MAX_HEADER - 2..MAX_HEADER].copy_from_slice(&(n as u16).to_be_bytes());
-            MAX_HEADER - 4
+            out[1] = 126;
+            out[2..4].copy_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            buf[1] = 127;
-            buf[2..MAX_HEADER].copy_from_slice(&(n as u64).to_be_bytes());
-            0
+            out[1] = 127;
+            out[2..10].copy_from_slice(&(n as u64).to_be_bytes());
         }
-    };
-    buf[start] = 0x80 | opcode::TEXT;
-    Bytes::from(buf).slice(start..)
+    }
 }
 
 /// Encodes a close frame; the reason is cut to fit the 125 bytes a control frame may carry.

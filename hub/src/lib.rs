@@ -32,13 +32,14 @@
 //! # The path of a publish
 //! A session validates the frame and hands the publish to `publish.rs`, as the relay and the
 //! admin API do. There it is checked against the message limit and encoded once, WebSocket
-//! header included. Scope `worker` goes to the publisher's own worker's `Room`; `node` goes,
-//! through the broadcaster, to the `Room` of every worker with members, so the frame crosses
-//! threads once per worker; `cluster` goes to the node's broker, which for a standalone node is
-//! the same as `node`. Each room pushes the shared frame into its members' outboxes on its own
-//! thread, and each member's writer sends what is queued with one vectored write. No queue on
-//! this path is unbounded: room mailboxes make publishers wait; a full outbox evicts its session
-//! (close 4000).
+//! header included. Scope `worker` goes to the publisher's own worker's members; `node` goes to
+//! them and, through the broadcaster, to the `Room` actor of every other worker with members, so
+//! the frame crosses threads once per worker; `cluster` goes to the node's broker, which for a
+//! standalone node is the same as `node`. On its own worker the publisher pushes the shared frame
+//! into the members' outboxes itself (while the room is in direct mode, see `room::Mode`); on
+//! other workers each room does, on its own thread. Each member's writer sends what is queued
+//! with one vectored write. No queue on this path is unbounded: room mailboxes make publishers
+//! wait; a full outbox evicts its session (close 4000).
 //!
 //! # Membership
 //! A session joins and leaves rooms through its worker's `WorkerRooms`, synchronously (exact when

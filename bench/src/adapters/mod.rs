@@ -43,6 +43,8 @@ pub(crate) enum Event<'a> {
 pub(crate) struct AdapterOpts {
     /// Switchboard publish scope.
     pub(crate) scope: PublishScope,
+    /// Switchboard: publishes carry no `id` and get no ack (`--window 0`).
+    pub(crate) fire_and_forget: bool,
 }
 
 /// A target server's protocol.

@@ -21,6 +21,8 @@ pub(crate) struct Switchboard {
     ready: bool,
     scope: &'static str,
     next_id: u64,
+    /// Publishes without `id`: the hub answers none of them.
+    fire_and_forget: bool,
 }
 
 impl Adapter for Switchboard {
@@ -35,6 +37,7 @@ impl Adapter for Switchboard {
                 PublishScope::Cluster => "cluster",
             },
             next_id: 1,
+            fire_and_forget: opts.fire_and_forget,
         }
     }
 
@@ -64,9 +67,13 @@ impl Adapter for Switchboard {
         out.extend_from_slice(num.format(room).as_bytes());
         out.extend_from_slice(br#"","scope":""#);
         out.extend_from_slice(self.scope.as_bytes());
-        out.extend_from_slice(br#"","id":"#);
-        out.extend_from_slice(num.format(self.id()).as_bytes());
-        out.extend_from_slice(br#","data":"#);
+        if self.fire_and_forget {
+            out.extend_from_slice(br#"","data":"#);
+        } else {
+            out.extend_from_slice(br#"","id":"#);
+            out.extend_from_slice(num.format(self.id()).as_bytes());
+            out.extend_from_slice(br#","data":"#);
+        }
         out.extend_from_slice(payload);
         out.push(b'}');
         // The payload is ASCII JSON, so this never fails; a lossy conversion keeps it total.
@@ -140,7 +147,23 @@ mod tests {
     fn sb() -> Switchboard {
         Switchboard::new(&AdapterOpts {
             scope: PublishScope::Node,
+            fire_and_forget: false,
         })
+    }
+
+    #[test]
+    fn fire_and_forget_publishes_carry_no_id() {
+        let mut a = Switchboard::new(&AdapterOpts {
+            scope: PublishScope::Node,
+            fire_and_forget: true,
+        });
+        let Message::Text(publ) = a.publish(2, br#"{"p":1}"#) else {
+            panic!("publish is a text frame")
+        };
+        let v: serde_json::Value = serde_json::from_str(&publ).expect("JSON");
+        assert_eq!(v["op"], "publish");
+        assert_eq!(v["room"], "room-2");
+        assert!(v.get("id").is_none(), "{publ}");
     }
 
     fn text(s: &str) -> Message {

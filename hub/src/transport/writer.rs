@@ -164,13 +164,13 @@ where
         // this outbox, and one larger write costs far less than several small ones (the kernel's
         // send path is most of a delivery's cost: measured, two turns took the many-rooms load
         // from about 820 to 560 ns of server CPU per delivery, and four were worse again). A turn
-        // comes back after the tasks already queued, so this adds no timer and, on an idle
-        // worker, no measurable delay; an outbox already holding `write_now` frames is written
-        // at once.
+        // comes back after the tasks already queued, so this adds no timer. Only a stream of
+        // frames is held back: a single frame (a paced message, a reply) goes out at once, and
+        // so does an outbox already holding `write_now` frames.
         let queued = this.out.borrow().len_frames();
         if this.body.is_some()
             && this.deferred < DEFER_TURNS
-            && queued > 0
+            && queued >= 2
             && queued < this.write_now
         {
             this.deferred += 1;

@@ -232,7 +232,7 @@ impl Outbox {
     }
 
     /// Drops every queued frame (micro-benchmarks stand in for the writer with this).
-    #[cfg(any(test, feature = "bench-support"))]
+    #[cfg(feature = "bench-support")]
     pub(crate) fn clear(&mut self) {
         self.frames.clear();
         self.front_written = 0;

@@ -73,13 +73,7 @@ impl RoomFixture {
 
     /// Takes every queued frame out of the outboxes, as the writers would; returns how many.
     pub fn drain(&self) -> u64 {
-        let mut n = 0;
-        for outbox in &self.outboxes {
-            let mut outbox = outbox.borrow_mut();
-            n += outbox.len_frames() as u64;
-            outbox.clear();
-        }
-        n
+        drain(&self.outboxes)
     }
 }
 
@@ -164,12 +158,17 @@ impl PublishFixture {
 
     /// Takes every queued frame out of the outboxes, as the writers would; returns how many.
     pub fn drain(&self) -> u64 {
-        let mut n = 0;
-        for outbox in &self.outboxes {
-            let mut outbox = outbox.borrow_mut();
-            n += outbox.len_frames() as u64;
-            outbox.clear();
-        }
-        n
+        drain(&self.outboxes)
     }
+}
+
+/// Takes every queued frame out of `outboxes`, as their writers would; returns how many.
+fn drain(outboxes: &[SharedOutbox]) -> u64 {
+    let mut n = 0;
+    for outbox in outboxes {
+        let mut outbox = outbox.borrow_mut();
+        n += outbox.len_frames() as u64;
+        outbox.clear();
+    }
+    n
 }

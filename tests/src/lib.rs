@@ -1000,6 +1000,17 @@ pub async fn clients(hub: &impl Target, n: usize) -> Vec<Client> {
     out
 }
 
+/// The value of the first sample in a Prometheus exposition whose line starts with `needle`
+/// (a metric name with its labels); panics with the exposition when there is none.
+pub fn metric_value(exposition: &str, needle: &str) -> f64 {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(needle))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{needle} missing:\n{exposition}"))
+}
+
 /// `json!` re-exported for tests.
 pub use serde_json::json as j;
 

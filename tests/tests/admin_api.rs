@@ -55,13 +55,7 @@ async fn metrics_count_what_happened() {
     let refused = http_exchange(&hub, &upgrade_request(&hub, "/nope", &[])).await;
     assert_eq!(refused.status, 404);
     let text = hub.admin_as(None, "GET", "/metrics", None).await.body;
-    let value = |needle: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(needle))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
-    };
+    let value = |needle: &str| switchboard_tests::metric_value(&text, needle);
     assert_eq!(value("switchboard_connections{endpoint=\"default\"}"), 2.0);
     assert_eq!(
         value("switchboard_handshakes_total{result=\"accepted\"}"),
@@ -644,14 +638,10 @@ async fn publishes_are_counted_by_the_scope_they_reached() {
         .await;
     assert_eq!(ack["op"], "ack");
     let text = hub.admin_as(None, "GET", "/metrics", None).await.body;
-    let count = |scope: &str| -> f64 {
+    let count = |scope: &str| {
         let needle =
             format!("switchboard_messages_published_total{{scope=\"{scope}\",source=\"client\"}}");
-        text.lines()
-            .find(|l| l.starts_with(&needle))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
+        switchboard_tests::metric_value(&text, &needle)
     };
     assert_eq!(
         count("node"),

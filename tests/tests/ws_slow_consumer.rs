@@ -212,13 +212,7 @@ async fn an_echo_client_that_never_reads_is_evicted_within_the_outbox_bound() {
         "sent {sent}"
     );
     let text = hub.admin_as(None, "GET", "/metrics", None).await.body;
-    let value = |needle: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(needle))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{needle} missing:\n{text}"))
-    };
+    let value = |needle: &str| switchboard_tests::metric_value(&text, needle);
     assert_eq!(
         value("switchboard_disconnects_total{reason=\"slow_consumer\"}"),
         1.0

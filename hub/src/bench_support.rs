@@ -50,7 +50,7 @@ impl RoomFixture {
                 .insert(SessionId(i as u64), outbox.clone());
             outboxes.push(outbox);
         }
-        let room = Room::start_here(table, Rc::default(), capacity);
+        let room = Room::start_here(table, capacity);
         RoomFixture {
             room,
             outboxes,
@@ -66,7 +66,7 @@ impl RoomFixture {
                 frame: self.frame.clone(),
                 except: None,
                 timer: None,
-                local: false,
+                local: None,
             })
             .await;
     }

@@ -15,7 +15,11 @@ use std::{rc::Rc, sync::Arc, time::Instant};
 use actix::{prelude::SendError, Addr};
 
 use crate::{
-    broadcaster::Broadcaster, codec::Frame, messages::Fanout, metrics::FanoutTimer, room::Room,
+    broadcaster::Broadcaster,
+    codec::Frame,
+    messages::Fanout,
+    metrics::FanoutTimer,
+    room::{Queued, Room},
     SessionId,
 };
 
@@ -36,8 +40,8 @@ pub(crate) enum Local {
     Delivered,
     /// The room has no members on this worker.
     NoMembers,
-    /// The room is queued: the frame goes to its actor (counted in its mode already).
-    Queue(Rc<Addr<Room>>, Frame),
+    /// The room is queued: the frame goes to its actor, with the guard that counts it.
+    Queue(Rc<Addr<Room>>, Frame, Queued),
 }
 
 /// A frame handed to rooms; what is left to wait for, if a room queue was full.
@@ -55,21 +59,8 @@ impl Delivery {
         frame: Frame,
         except: Option<SessionId>,
     ) -> Self {
-        let started = Instant::now();
         let mut delivery = Delivery::default();
-        match here.deliver_here(room, frame, except) {
-            Local::Delivered => FanoutTimer::observe(started),
-            Local::NoMembers => {}
-            Local::Queue(addr, frame) => delivery.hand(
-                &addr,
-                Fanout {
-                    frame,
-                    except,
-                    timer: Some(FanoutTimer::since(started)),
-                    local: true,
-                },
-            ),
-        }
+        delivery.here(here, room, frame, except, Instant::now(), &mut None);
         delivery
     }
 
@@ -97,26 +88,43 @@ impl Delivery {
                 frame: frame.clone(),
                 except,
                 timer: Some(shared.clone()),
-                local: false,
+                local: None,
             };
             delivery.hand(addr, fanout);
         });
         // After the hand-overs, so that the other workers can start at once.
-        match here.map(|h| h.deliver_here(room, frame, except)) {
-            Some(Local::Delivered) if timer.is_none() => FanoutTimer::observe(started),
-            Some(Local::Queue(addr, frame)) => {
+        if let Some(here) = here {
+            delivery.here(here, room, frame, except, started, &mut timer);
+        }
+        delivery
+    }
+
+    /// The publisher's own worker's part: delivered there directly, or handed to its room actor
+    /// while the room is queued. `timer` is the publish's shared timer, if rooms of other
+    /// workers hold it already.
+    fn here(
+        &mut self,
+        here: &dyn Here,
+        room: &str,
+        frame: Frame,
+        except: Option<SessionId>,
+        started: Instant,
+        timer: &mut Option<Arc<FanoutTimer>>,
+    ) {
+        match here.deliver_here(room, frame, except) {
+            Local::Delivered if timer.is_none() => FanoutTimer::observe(started),
+            Local::Queue(addr, frame, queued) => {
                 let shared = timer.get_or_insert_with(|| FanoutTimer::since(started));
                 let fanout = Fanout {
                     frame,
                     except,
                     timer: Some(shared.clone()),
-                    local: true,
+                    local: Some(queued),
                 };
-                delivery.hand(&addr, fanout);
+                self.hand(&addr, fanout);
             }
-            _ => {}
+            Local::Delivered | Local::NoMembers => {}
         }
-        delivery
     }
 
     fn hand(&mut self, addr: &Addr<Room>, fanout: Fanout) {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::Message;
 
-use crate::{codec::Frame, metrics::FanoutTimer, SessionId};
+use crate::{codec::Frame, metrics::FanoutTimer, room::Queued, SessionId};
 
 /// To a [`crate::room::Room`]: deliver this frame to every member on the room's worker, except
 /// `except` (a relay member does not get its own messages back).
@@ -16,9 +16,9 @@ pub(crate) struct Fanout {
     pub(crate) except: Option<SessionId>,
     /// Shared by every room the publish was handed to; `None` where nobody times it.
     pub(crate) timer: Option<Arc<FanoutTimer>>,
-    /// From a publisher on the room's own worker, queued while the room is not in direct mode
-    /// (see `room::Mode`).
-    pub(crate) local: bool,
+    /// From a publisher on the room's own worker, queued while the room is not in direct mode:
+    /// the guard that counts it (see `room::Mode`).
+    pub(crate) local: Option<Queued>,
 }
 
 /// To a session, from outside its worker thread: the admin API and the drain.

@@ -6,9 +6,13 @@
 //! bounded mailbox. The room only reads the table.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     collections::HashMap,
     rc::Rc,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
@@ -24,8 +28,7 @@ use crate::{
 /// The members of one room on one worker: each session's outbox, by session id.
 pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 
-/// How publishers on a room's own worker reach its members, shared by the worker and the room
-/// actor (same thread).
+/// How publishers on a room's own worker reach its members, kept by that worker.
 ///
 /// Direct: a publisher on the worker delivers into the members' outboxes itself, with no actor
 /// message. But a publisher then delivers as many publishes as it handles in one turn, and
@@ -33,39 +36,48 @@ pub(crate) type Members = Rc<RefCell<HashMap<SessionId, SharedOutbox>>>;
 /// direct delivery leaves a member's outbox at a quarter of its capacity or more, the room is
 /// *queued*: publishers on the worker hand their publishes to the room actor like everyone else
 /// (it fans out at most `FANOUT_BATCH` per turn, and a full queue makes publishers wait), until
-/// the actor has handled every publish queued that way, which keeps each publisher's order.
+/// every publish queued that way is gone, which keeps each publisher's order.
+///
+/// "Gone" is counted by a guard ([`Queued`]) that travels in the `Fanout`: handled, or dropped
+/// unhandled (its publisher ended while waiting for room in the queue), it counts down, so the
+/// room never stays queued for a publish that will not arrive. Atomics only because a `Fanout`
+/// must be `Send`; every access is on the worker's own thread.
 #[derive(Debug, Default)]
 pub(crate) struct Mode {
     /// A direct delivery found a member's outbox filling up.
-    pressured: Cell<bool>,
-    /// Publishes from this worker in the room actor's queue.
-    queued: Cell<usize>,
+    pressured: AtomicBool,
+    /// Publishes from this worker on their way through the room actor's queue.
+    queued: AtomicUsize,
 }
 
 impl Mode {
     /// Whether a publisher on this worker may deliver directly now.
     pub(crate) fn direct(&self) -> bool {
-        !self.pressured.get() && self.queued.get() == 0
+        !self.pressured.load(Ordering::Relaxed) && self.queued.load(Ordering::Relaxed) == 0
     }
 
-    /// A publish from this worker goes to the room actor's queue.
-    pub(crate) fn queue_one(&self) {
-        self.queued.set(self.queued.get() + 1);
+    /// A publish from this worker goes to the room actor's queue; the guard goes with it.
+    pub(crate) fn queue_one(self: &Arc<Self>) -> Queued {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        Queued(self.clone())
     }
 
     /// A direct delivery left a member's outbox this full.
     pub(crate) fn note_fullest(&self, frames: usize, soft: usize) {
         if frames >= soft {
-            self.pressured.set(true);
+            self.pressured.store(true, Ordering::Relaxed);
         }
     }
+}
 
-    /// The room actor handled a publish from this worker.
-    fn handled_one(&self) {
-        let left = self.queued.get().saturating_sub(1);
-        self.queued.set(left);
-        if left == 0 {
-            self.pressured.set(false);
+/// One publish of the room's own worker in the room actor's queue (see [`Mode`]).
+#[derive(Debug)]
+pub(crate) struct Queued(Arc<Mode>);
+
+impl std::ops::Drop for Queued {
+    fn drop(&mut self) {
+        if self.0.queued.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.pressured.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -77,7 +89,6 @@ impl Mode {
 #[derive(Debug)]
 pub(crate) struct Room {
     members: Members,
-    mode: Rc<Mode>,
     /// Publishes fanned out since the room last yielded its thread.
     burst: usize,
 }
@@ -93,14 +104,10 @@ const FANOUT_BATCH: usize = 32;
 
 impl Room {
     /// Starts a room actor on the current worker, with a mailbox of `capacity` publishes.
-    pub(crate) fn start_here(members: Members, mode: Rc<Mode>, capacity: usize) -> Addr<Room> {
+    pub(crate) fn start_here(members: Members, capacity: usize) -> Addr<Room> {
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            Room {
-                members,
-                mode,
-                burst: 0,
-            }
+            Room { members, burst: 0 }
         })
     }
 }
@@ -200,9 +207,8 @@ impl Handler<Fanout> for Room {
         }: Fanout,
         ctx: &mut Context<Self>,
     ) {
-        if local {
-            self.mode.handled_one();
-        }
+        // A publish of this worker's, handled: counted down when the guard goes, below.
+        let _queued = local;
         self.burst += 1;
         if self.burst >= FANOUT_BATCH {
             self.burst = 0;
@@ -233,7 +239,7 @@ mod tests {
                 .borrow_mut()
                 .insert(SessionId(i as u64), outbox.clone());
         }
-        let addr = Room::start_here(members.clone(), Rc::default(), capacity);
+        let addr = Room::start_here(members.clone(), capacity);
         (members, addr)
     }
 
@@ -242,7 +248,7 @@ mod tests {
             frame: Bytes::from_static(text.as_bytes()),
             except,
             timer: None,
-            local: false,
+            local: None,
         }
     }
 
@@ -271,6 +277,23 @@ mod tests {
         // The room never changes membership: its worker removes the member when the session
         // ends, in one place for every way a session ends.
         assert_eq!(members.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_room_is_direct_again_once_every_queued_publish_is_gone() {
+        let mode = Arc::new(Mode::default());
+        assert!(mode.direct());
+        mode.note_fullest(10, 64);
+        assert!(mode.direct());
+        mode.note_fullest(64, 64);
+        assert!(!mode.direct());
+        let handled = mode.queue_one();
+        let abandoned = mode.queue_one();
+        drop(handled);
+        assert!(!mode.direct(), "one queued publish is still on its way");
+        // A publish dropped unhandled (its publisher ended while waiting) counts too.
+        drop(abandoned);
+        assert!(mode.direct());
     }
 
     #[actix_rt::test]

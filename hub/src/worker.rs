@@ -53,7 +53,7 @@ struct LocalRoom {
     /// Shared with the room's actor.
     members: Members,
     /// Whether this worker's publishers deliver directly (see `room::Mode`).
-    mode: Rc<Mode>,
+    mode: Arc<Mode>,
     /// `members.len()`, readable from other threads (the admin API).
     count: MemberCount,
 }
@@ -173,12 +173,8 @@ impl WorkerRooms {
             Entry::Vacant(e) => {
                 let members = Members::default();
                 let count = MemberCount::default();
-                let mode = Rc::new(Mode::default());
-                let addr = Room::start_here(
-                    members.clone(),
-                    mode.clone(),
-                    self.node.config.room_queue_capacity,
-                );
+                let mode = Arc::new(Mode::default());
+                let addr = Room::start_here(members.clone(), self.node.config.room_queue_capacity);
                 self.node.broadcaster.register(
                     room.clone(),
                     self.index,
@@ -278,8 +274,7 @@ impl Here for WorkerRooms {
             return Local::NoMembers;
         };
         if !local.mode.direct() {
-            local.mode.queue_one();
-            return Local::Queue(local.addr.clone(), frame);
+            return Local::Queue(local.addr.clone(), frame, local.mode.queue_one());
         }
         // On this thread every member shares one `Rc` of the frame.
         let tally = fan_out(&local.members.borrow(), &Rc::new(frame), except);

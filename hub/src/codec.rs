@@ -142,6 +142,10 @@ const INVALID_UTF8: Violation = Violation {
 /// What decoding hands the session: a message, or the close code for a broken protocol.
 pub(crate) type Inbound = Result<Message, Violation>;
 
+/// What the transport's reader hands the session at a time: the messages that were complete in
+/// what had arrived (at least one; a violation, if any, last).
+pub(crate) type Batch = Vec<Inbound>;
+
 /// Decodes client frames from the bytes fed to it.
 ///
 /// It keeps only the bytes of a frame that has not fully arrived (nothing, and no allocation,

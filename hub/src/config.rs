@@ -19,7 +19,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// Default ping interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
 /// Default capacity of a session's outgoing queue, in messages.
-pub const DEFAULT_OUTBOX_CAPACITY: usize = 256;
+pub const DEFAULT_OUTBOX_CAPACITY: usize = 4096;
 /// Default budget of encoded bytes waiting for a session's socket.
 pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 1024 * 1024;
 /// Default capacity of a room's queue of publishes waiting for fan-out, per worker.

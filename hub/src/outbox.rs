@@ -172,7 +172,6 @@ impl Outbox {
     }
 
     /// Bytes queued.
-    #[cfg(test)]
     pub(crate) fn len_bytes(&self) -> usize {
         self.bytes
     }
@@ -202,6 +201,22 @@ impl Outbox {
             n += 1;
         }
         n
+    }
+
+    /// Appends the unwritten bytes of the first frames to `buf`: whole frames while they fit in
+    /// `limit` bytes, and always at least the front one.
+    pub(crate) fn gather(&self, buf: &mut Vec<u8>, limit: usize) {
+        for (i, frame) in self.frames.iter().enumerate() {
+            let bytes = if i == 0 {
+                &frame[self.front_written..]
+            } else {
+                &frame[..]
+            };
+            if i > 0 && buf.len() + bytes.len() > limit {
+                break;
+            }
+            buf.extend_from_slice(bytes);
+        }
     }
 
     /// Records that the socket took `written` more bytes.
@@ -382,5 +397,30 @@ mod tests {
         o.written(1);
         assert_eq!(o.len_frames(), 0);
         o.shrink_when_idle(0);
+    }
+
+    #[test]
+    fn gather_copies_whole_frames_up_to_the_limit_from_the_unwritten_part() {
+        let out = Outbox::new(100, 1 << 20);
+        let mut o = out.borrow_mut();
+        for frame in [&b"abc"[..], b"defg", b"hi", b"jklmnop"] {
+            o.push(Bytes::copy_from_slice(frame)).unwrap();
+        }
+        o.written(1);
+        let mut buf = Vec::new();
+        o.gather(&mut buf, 8);
+        // "bc" + "defg" + "hi" is 8 bytes; the next frame would go past the limit.
+        assert_eq!(buf, b"bcdefghi");
+        o.written(buf.len());
+        buf.clear();
+        // The front frame is copied even when it alone is longer than the limit.
+        o.gather(&mut buf, 4);
+        assert_eq!(buf, b"jklmnop");
+        o.written(3);
+        buf.clear();
+        o.gather(&mut buf, 4);
+        assert_eq!(buf, b"mnop");
+        o.written(4);
+        assert_eq!((o.len_frames(), o.len_bytes()), (0, 0));
     }
 }

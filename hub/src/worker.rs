@@ -114,6 +114,7 @@ impl WorkerRooms {
         let now = Instant::now();
         for session in self.sessions.borrow().values() {
             let mut out = session.outbox.borrow_mut();
+            out.shrink_when_idle(0);
             if now.saturating_duration_since(out.last_heard) > interval * 2 {
                 // Counted as a disconnect (`heartbeat_timeout`) when the connection ends.
                 out.time_out();

@@ -16,7 +16,7 @@ fn defaults_need_no_file() {
     assert_eq!((default.path.as_str(), default.mode), ("/ws", Mode::Json));
     assert!(c.policy.token().is_none());
     assert_eq!(c.heartbeat, Duration::from_secs(25));
-    assert_eq!(c.outbox_capacity, 256);
+    assert_eq!(c.outbox_capacity, 4096);
     assert_eq!(c.max_message_bytes, 65536);
     assert_eq!(c.max_subscriptions, 1000);
     assert!(c.workers >= 1);

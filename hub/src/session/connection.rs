@@ -82,7 +82,7 @@ pub(crate) fn start<S>(
     inbound: S,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>>
 where
-    S: futures_util::Stream<Item = crate::codec::Inbound> + 'static,
+    S: futures_util::Stream<Item = crate::codec::Batch> + 'static,
 {
     WebsocketContext::with_factory(futures_util::stream::pending(), move |ctx| {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
@@ -115,7 +115,7 @@ async fn run(
     let connections = metrics().connections(&admission.endpoint);
     connections.inc();
     let session = WsSession::new(node.clone(), rooms, slot, outbox.clone(), admission);
-    let reader = WsReader::new(io.clone(), &early, max);
+    let reader = WsReader::new(io.clone(), &early, max, outbox.clone());
     // The HTTP codec's read buffer (kilobytes of capacity) must not live on in this future for
     // the session's whole life: the reader copied what it needs.
     drop(early);

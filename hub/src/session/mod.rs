@@ -13,12 +13,13 @@ mod connection;
 mod reassembly;
 
 use std::{
+    collections::VecDeque,
     rc::Rc,
     sync::{
         atomic::{AtomicBool, AtomicUsize},
         Arc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use actix::{
@@ -31,7 +32,7 @@ use switchboard_protocol::{
 };
 
 use crate::{
-    codec::{frame, opcode, Inbound, Item, Message},
+    codec::{frame, opcode, Batch, Inbound, Item, Message},
     delivery::Delivery,
     messages::Command,
     metrics::{metrics, Disconnect, Drop as Dropped, FrameKind, Source},
@@ -73,6 +74,10 @@ pub(crate) struct WsSession {
     claims: Option<Box<Claims>>,
     /// The timer that closes the session when its token expires.
     expiry: Option<SpawnHandle>,
+    /// The rest of a batch whose handling stopped to wait for a full room queue (`wait_for`):
+    /// handled, in order, when the wait is over. Nothing more is read while a session waits, so
+    /// this holds at most one batch of what the reader had buffered.
+    backlog: VecDeque<Inbound>,
     _slot: ConnectionSlot,
 }
 
@@ -108,6 +113,7 @@ impl WsSession {
             relay: admission.relay,
             claims: admission.claims,
             expiry: None,
+            backlog: VecDeque::new(),
             _slot: slot,
         }
     }
@@ -304,12 +310,22 @@ impl WsSession {
         if delivery.is_done() {
             return done(self);
         }
-        ctx.wait(
-            delivery
-                .finish()
-                .into_actor(self)
-                .map(move |(), act, _| done(act)),
-        );
+        ctx.wait(delivery.finish().into_actor(self).map(move |(), act, ctx| {
+            done(act);
+            act.resume(ctx);
+        }));
+    }
+
+    /// Handles the messages left over when a wait interrupted a batch, until another wait.
+    fn resume(&mut self, ctx: &mut WsContext) {
+        while !ctx.waiting() {
+            let Some(item) = self.backlog.pop_front() else {
+                // Its allocation is not kept: waits are rare.
+                self.backlog = VecDeque::new();
+                return;
+            };
+            self.on_inbound(item, ctx);
+        }
     }
 
     /// `refresh`: replaces the session's token with a newer one for the same user.
@@ -405,12 +421,36 @@ impl WsSession {
     }
 }
 
-impl StreamHandler<Inbound> for WsSession {
-    fn handle(&mut self, item: Inbound, ctx: &mut WsContext) {
+impl StreamHandler<Batch> for WsSession {
+    fn handle(&mut self, batch: Batch, ctx: &mut WsContext) {
+        if !self.backlog.is_empty() {
+            self.backlog.extend(batch);
+            return self.resume(ctx);
+        }
+        let mut items = batch.into_iter();
+        while let Some(item) = items.next() {
+            self.on_inbound(item, ctx);
+            if ctx.waiting() {
+                // A publish waits for a full room queue: the rest comes after it, in order.
+                self.backlog.extend(items);
+                return;
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut WsContext) {
+        // The client closed its side (or the socket failed).
+        self.closing = true;
+        ctx.stop();
+    }
+}
+
+impl WsSession {
+    /// One client frame (or the violation that ends the session).
+    fn on_inbound(&mut self, item: Inbound, ctx: &mut WsContext) {
         if self.closing {
             return;
         }
-        self.out.borrow_mut().last_heard = Instant::now();
         let kind = match &item {
             Ok(Message::Text(_)) => Some(FrameKind::Text),
             Ok(Message::Binary(_)) => Some(FrameKind::Binary),
@@ -448,16 +488,10 @@ impl StreamHandler<Inbound> for WsSession {
             }
         }
     }
-
-    fn finished(&mut self, ctx: &mut WsContext) {
-        // The client closed its side (or the socket failed).
-        self.closing = true;
-        ctx.stop();
-    }
 }
 
 /// `WebsocketContext` requires this handler for its built-in payload stream, which the transport
-/// leaves empty (it never yields): frames arrive through the `Inbound` stream above.
+/// leaves empty (it never yields): frames arrive through the `Batch` stream above.
 impl StreamHandler<Result<ContextMessage, ProtocolError>> for WsSession {
     fn handle(&mut self, _: Result<ContextMessage, ProtocolError>, _: &mut WsContext) {}
 

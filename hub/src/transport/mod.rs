@@ -28,7 +28,14 @@ use std::cell::RefCell;
 /// Bytes read from a socket at most per read call; reads land in a per-worker scratch buffer.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes copied into the write buffer at most per write call.
+const WRITE_CHUNK: usize = 64 * 1024;
+
 thread_local! {
+    /// One write buffer per worker thread, shared by all its connections: a write of many
+    /// queued frames gathers them here (see `Writer::poll_flush`); nothing stays in it between
+    /// writes.
+    static WRITE_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(WRITE_CHUNK));
     /// One read buffer per worker thread, shared by all its connections: a connection keeps
     /// only the bytes of a frame that has not fully arrived.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);

@@ -6,6 +6,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     task::{ready, Context, Poll},
+    time::Instant,
 };
 
 use actix_web::rt::net::TcpStream;
@@ -13,15 +14,31 @@ use futures_util::Stream;
 
 use super::SCRATCH;
 use crate::{
-    codec::{Decoder, Inbound},
+    codec::{Batch, Decoder},
     metrics::metrics,
+    outbox::SharedOutbox,
 };
 
-/// The session's inbound stream: decoded messages, a violation (then nothing), or the end.
+/// Messages a session handles per turn of its task at most, before it lets the others run.
+///
+/// The reader hands the session every message complete in what arrived as one batch, counted
+/// against this budget, rather than one stream item per message: actix polls a stream for 16
+/// items per turn, and at 16 messages per turn a publisher's backlog reached each recipient's
+/// outbox in slices too small to write well (many-rooms load: 360 ns of server CPU per delivery
+/// at 16 per turn, 185 at 128).
+const TURN_BUDGET: usize = 128;
+
+/// The session's inbound stream: batches of decoded messages, a violation (then nothing), or
+/// the end.
 pub(crate) struct WsReader {
     io: Rc<TcpStream>,
     decoder: Decoder,
     done: bool,
+    /// Messages handed over in this turn (see `TURN_BUDGET`).
+    turn: usize,
+    /// Told when the client was last heard from: at every read that brought bytes, which is
+    /// one clock read per read call rather than one per frame.
+    out: SharedOutbox,
 }
 
 impl std::fmt::Debug for WsReader {
@@ -36,11 +53,13 @@ impl std::fmt::Debug for WsReader {
 impl WsReader {
     /// A reader of messages of at most `max` bytes, starting with the bytes that arrived with
     /// the handshake.
-    pub(crate) fn new(io: Rc<TcpStream>, early: &[u8], max: usize) -> Self {
+    pub(crate) fn new(io: Rc<TcpStream>, early: &[u8], max: usize, out: SharedOutbox) -> Self {
         WsReader {
             io,
             decoder: Decoder::new(early, max),
             done: false,
+            turn: 0,
+            out,
         }
     }
 
@@ -57,7 +76,10 @@ impl WsReader {
             });
             match read {
                 Ok(0) => return Poll::Ready(Ok(false)),
-                Ok(_) => return Poll::Ready(Ok(true)),
+                Ok(_) => {
+                    self.out.borrow_mut().last_heard = Instant::now();
+                    return Poll::Ready(Ok(true));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Poll::Ready(Err(e)),
             }
@@ -66,29 +88,51 @@ impl WsReader {
 }
 
 impl Stream for WsReader {
-    type Item = Inbound;
+    type Item = Batch;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Batch>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
         }
+        if this.turn >= TURN_BUDGET {
+            // The budget is spent: the rest waits for the next turn, after the other tasks.
+            this.turn = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let mut batch = Batch::new();
         loop {
             match this.decoder.decode() {
-                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(Some(message)) => {
+                    batch.push(Ok(message));
+                    this.turn += 1;
+                    if this.turn >= TURN_BUDGET {
+                        break;
+                    }
+                    continue;
+                }
+                // What has arrived is handed over before the socket is read again.
+                Ok(None) if !batch.is_empty() => break,
                 Ok(None) => {}
                 Err(violation) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(violation)));
+                    batch.push(Err(violation));
+                    break;
                 }
             }
-            match ready!(this.fill(cx)) {
-                Ok(true) => continue,
-                Ok(false) | Err(_) => {
+            match this.fill(cx) {
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false) | Err(_)) => {
                     this.done = true;
                     return Poll::Ready(None);
                 }
+                Poll::Pending => {
+                    this.turn = 0;
+                    return Poll::Pending;
+                }
             }
         }
+        Poll::Ready(Some(batch))
     }
 }

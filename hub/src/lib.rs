@@ -38,7 +38,7 @@
 //! standalone node is the same as `node`. On its own worker the publisher pushes the shared frame
 //! into the members' outboxes itself (while the room is in direct mode, see `room::Mode`); on
 //! other workers each room does, on its own thread. Each member's writer sends what is queued
-//! with one vectored write. No queue on this path is unbounded: room mailboxes make publishers
+//! with one write. No queue on this path is unbounded: room mailboxes make publishers
 //! wait; a full outbox evicts its session (close 4000).
 //!
 //! # Membership

@@ -2,7 +2,7 @@
 //!
 //! Rooms deliver into it directly (same worker thread, no message per recipient): a delivery is
 //! a reference-count increment on the shared frame and a push. The session adds its own frames
-//! (replies, errors, echoes, pongs). The connection's writer drains it with vectored writes.
+//! (replies, errors, echoes, pongs). The connection's writer drains it, many frames per write.
 //!
 //! It is bounded twice: by `outbox_capacity` frames (deliveries) and by `outbox_max_bytes` bytes
 //! waiting for the socket (everything). A frame that would take it over either bound is not

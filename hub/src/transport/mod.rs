@@ -6,8 +6,9 @@
 //! instead of leaving it inside actix-http's HTTP/1 dispatcher, for three measured reasons:
 //! - memory: the dispatcher keeps an 8 KiB read and an 8 KiB write buffer for the connection's
 //!   whole life (11.6 KiB RSS per idle session); here buffers exist only while bytes are in flight;
-//! - writes: queued frames go out in one vectored write, and the session is polled even while the
-//!   socket is full, so its queue bound is a byte budget the hub enforces;
+//! - writes: queued frames go out in one write (gathered into a per-worker buffer), and the
+//!   session is polled even while the socket is full, so its queue bound is a byte budget the
+//!   hub enforces;
 //! - hostile input: frames are decoded from a buffer filled only when the next frame needs more
 //!   bytes, and a header that announces more than the limit is refused before its payload is read.
 //!

@@ -34,7 +34,7 @@ const COPY_BELOW: usize = 4096;
 /// Drives a session and writes what it produces.
 ///
 /// It polls the session (`body`: for a session actor, its context, which runs the actor's
-/// mailbox, its reader and its timers), then writes the outbox with vectored writes. The outbox
+/// mailbox, its reader and its timers), then writes the outbox, many frames per write. The outbox
 /// bounds decide when a client is too slow: once a frame found it full, the writer evicts the
 /// session (close 4000); and if even the close frame cannot be written within `grace`, the
 /// connection is dropped outright.

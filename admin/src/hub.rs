@@ -41,14 +41,26 @@ pub trait Hub: 'static {
     /// Publishes to a room as a client publish would, with `from` = `"admin"`.
     async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError>;
 
-    /// True while the node accepts new sessions (false while draining).
-    fn ready(&self) -> bool;
+    /// Whether the node accepts new sessions and can do all it is configured for.
+    fn readiness(&self) -> Readiness;
 
     /// The Prometheus text exposition of the node's metrics.
     fn metrics(&self) -> String;
 
     /// The live handshake policy.
     fn policy(&self) -> &PolicyStore;
+}
+
+/// What `/readyz` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The node accepts new sessions.
+    Ready,
+    /// The node is shutting down.
+    Draining,
+    /// The node runs but cannot do all it is configured for (in cluster mode: Redis is out of
+    /// reach or too slow); the reason is shown.
+    Unavailable(String),
 }
 
 /// Why the hub refused a [`Hub::send`] or [`Hub::publish`]. The API answers 404, 413 and 503

@@ -34,7 +34,7 @@ pub mod state;
 pub mod token;
 
 pub use api::{configure, not_found, openapi, AdminOptions};
-pub use hub::{Hub, HubError, RoomDetail, RoomMember, RoomSummary, SessionInfo};
+pub use hub::{Hub, HubError, Readiness, RoomDetail, RoomMember, RoomSummary, SessionInfo};
 
 pub use origin::{OriginError, OriginRule};
 pub use policy::{

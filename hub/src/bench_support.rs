@@ -143,7 +143,9 @@ impl PublishFixture {
             except: None,
         };
         match publish(&self.node, Some(&self.worker), publication) {
-            Ok(delivery) => delivery.finish().await,
+            Ok(delivery) => {
+                let _ = delivery.finish().await;
+            }
             Err(e) => panic!("{e:?}"),
         }
         // Deliveries that go through the room actor land once it has run.

@@ -10,7 +10,7 @@
 //! implements [`Broker`], listens to [`crate::events`] to follow which rooms are active here,
 //! and delivers what arrives from other nodes through [`Delivery::to_node`].
 
-use std::{fmt, sync::Arc};
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
 use switchboard_protocol::{Envelope, Scope};
 
@@ -48,6 +48,19 @@ pub(crate) trait Broker: Send + Sync + fmt::Debug {
 
     /// Carries `publish` to every node of the cluster, this one included.
     fn publish(&self, publish: ClusterPublish<'_>) -> Delivery;
+
+    /// A member just joined `room` here: what to wait for before the join counts as done (the
+    /// node's subscription to the room being in place), or `None` when there is nothing to
+    /// wait for.
+    fn in_place(&self, room: &str) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        let _ = room;
+        None
+    }
+
+    /// Whether cluster publishes can be carried now: `Err` names what is wrong.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The broker of a standalone node: the cluster is this node.

@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// This node's id (key `node_id`).
     #[arg(long)]
     node_id: Option<String>,
+    /// Redis URL(s) of the cluster, comma-separated (key `redis_url`); unset: standalone.
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Log format: text or json (key `log_format`).
     #[arg(long)]
     log_format: Option<String>,
@@ -70,6 +73,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         admin_listen: args.admin_listen,
         workers: args.workers,
         node_id: args.node_id,
+        redis_url: args.redis_url,
         log_format: args.log_format,
         log_level: args.log_level,
     };

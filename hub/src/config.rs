@@ -18,6 +18,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// Default ping interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
+/// Default `redis_prefix`.
+pub const DEFAULT_REDIS_PREFIX: &str = "switchboard";
 /// Default capacity of a session's outgoing queue, in messages.
 pub const DEFAULT_OUTBOX_CAPACITY: usize = 4096;
 /// Default budget of encoded bytes waiting for a session's socket.
@@ -61,6 +63,12 @@ pub struct Config {
     pub workers: usize,
     /// This node's id, shown in `welcome` frames and logs.
     pub node_id: String,
+    /// The Redis instances of the cluster (`redis_url`, comma-separated); empty: standalone.
+    /// Kept as given: a URL that does not parse is reported by the cluster bridge, and the node
+    /// runs, not ready, rather than refusing to start.
+    pub redis_urls: Vec<String>,
+    /// What every Redis key and channel of this cluster starts with.
+    pub redis_prefix: String,
     /// Interval of server pings; a session silent for twice this is closed.
     pub heartbeat: Duration,
     /// Capacity of each session's outgoing queue, in messages; a session whose queue is full is
@@ -129,6 +137,8 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("state_dir", ValueKind::String),
     ("workers", ValueKind::Number),
     ("node_id", ValueKind::String),
+    ("redis_url", ValueKind::String),
+    ("redis_prefix", ValueKind::String),
     ("heartbeat", ValueKind::Number),
     ("outbox_capacity", ValueKind::Number),
     ("outbox_max_bytes", ValueKind::Number),
@@ -160,6 +170,8 @@ struct FileConfig {
     endpoints: Vec<EndpointSpec>,
     workers: Option<i64>,
     node_id: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
     heartbeat: Option<f64>,
     outbox_capacity: Option<i64>,
     outbox_max_bytes: Option<i64>,
@@ -183,6 +195,8 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--node-id`
     pub node_id: Option<String>,
+    /// `--redis-url`
+    pub redis_url: Option<String>,
     /// `--log-format`
     pub log_format: Option<String>,
     /// `--log-level`
@@ -235,6 +249,9 @@ impl Config {
         }
         if let Some(v) = &overrides.node_id {
             set("node_id", toml::Value::String(v.clone()));
+        }
+        if let Some(v) = &overrides.redis_url {
+            set("redis_url", toml::Value::String(v.clone()));
         }
         if let Some(v) = &overrides.log_format {
             set("log_format", toml::Value::String(v.clone()));
@@ -369,6 +386,29 @@ impl FileConfig {
                 format!("{node_id:?} must be 1 to 64 of A-Z a-z 0-9 - _ ."),
             ));
         }
+        let redis_urls: Vec<String> = self
+            .redis_url
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let redis_prefix = self
+            .redis_prefix
+            .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
+        if redis_prefix.is_empty()
+            || redis_prefix.len() > 64
+            || !redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(invalid(
+                "redis_prefix",
+                format!("{redis_prefix:?} must be 1 to 64 of A-Z a-z 0-9 - _ . :"),
+            ));
+        }
         let heartbeat = secs_in("heartbeat", self.heartbeat, DEFAULT_HEARTBEAT, 0.01, 3600.0)?;
         let outbox_capacity = int_in(
             "outbox_capacity",
@@ -444,6 +484,8 @@ impl FileConfig {
             policy,
             workers,
             node_id,
+            redis_urls,
+            redis_prefix,
             heartbeat,
             outbox_capacity,
             outbox_max_bytes,

@@ -8,7 +8,7 @@ use std::sync::{atomic::Ordering, Arc};
 
 use actix::prelude::SendError;
 use switchboard_admin::{
-    hub::{HubError, RoomDetail, RoomMember, RoomSummary, SessionInfo},
+    hub::{HubError, Readiness, RoomDetail, RoomMember, RoomSummary, SessionInfo},
     Hub, PolicyStore,
 };
 use switchboard_protocol::{RawValue, Scope, ServerFrame};
@@ -176,16 +176,22 @@ impl Hub for Control {
         match publish(&self.node, None, publication) {
             // The operator's request is held until every room took the message: nothing is
             // dropped, and the same wait as a session publisher's.
-            Ok(delivery) => {
-                delivery.finish().await;
-                Ok(())
-            }
+            Ok(delivery) => delivery
+                .finish()
+                .await
+                .map_err(|e| HubError::Unavailable(e.to_string())),
             Err(PublishError::TooLarge { size, limit }) => Err(HubError::TooLarge { limit, size }),
         }
     }
 
-    fn ready(&self) -> bool {
-        !self.node.is_draining()
+    fn readiness(&self) -> Readiness {
+        if self.node.is_draining() {
+            return Readiness::Draining;
+        }
+        match self.node.health() {
+            Ok(()) => Readiness::Ready,
+            Err(why) => Readiness::Unavailable(why),
+        }
     }
 
     fn metrics(&self) -> String {

@@ -10,7 +10,7 @@
 //! admin caller awaits [`Delivery::finish`]. Nothing here decides where a publish goes; that is
 //! `publish.rs`.
 
-use std::{rc::Rc, sync::Arc, time::Instant};
+use std::{future::Future, pin::Pin, rc::Rc, sync::Arc, time::Instant};
 
 use actix::{prelude::SendError, Addr};
 
@@ -44,14 +44,43 @@ pub(crate) enum Local {
     Queue(Rc<Addr<Room>>, Frame, Queued),
 }
 
-/// A frame handed to rooms; what is left to wait for, if a room queue was full.
-#[derive(Debug, Default)]
+/// The broker's answer to a cluster publish: `Ok` once it accepted it (it then reaches every
+/// node), or why it could not.
+pub(crate) type Acceptance = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>;
+
+/// A cluster publish the broker could not accept: it reached nobody.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unavailable(pub(crate) String);
+
+/// A frame handed to rooms; what is left to wait for, if a room queue was full or the broker
+/// has yet to accept the publish.
+#[derive(Default)]
 #[must_use = "a delivery waiting for a full room queue must be finished"]
 pub(crate) struct Delivery {
     waiting: Vec<(Addr<Room>, Fanout)>,
+    accepted: Option<Acceptance>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("waiting", &self.waiting.len())
+            .field("broker", &self.accepted.is_some())
+            .finish()
+    }
 }
 
 impl Delivery {
+    /// A publish handed to the broker, done once the broker accepted it: its members, here and
+    /// on every other node, get it from the broker.
+    pub(crate) fn by_broker(accepted: Acceptance) -> Self {
+        Delivery {
+            waiting: Vec::new(),
+            accepted: Some(accepted),
+        }
+    }
+
     /// Delivers `frame` to the publisher's own worker's members (a worker-scope publish).
     pub(crate) fn to_worker(
         here: &dyn Here,
@@ -136,16 +165,21 @@ impl Delivery {
         }
     }
 
-    /// True when every room took the frame at once.
+    /// True when every room took the frame at once (and no broker is to be waited for).
     pub(crate) fn is_done(&self) -> bool {
-        self.waiting.is_empty()
+        self.waiting.is_empty() && self.accepted.is_none()
     }
 
-    /// Waits until every room whose queue was full has taken the frame.
-    pub(crate) async fn finish(self) {
+    /// Waits until every room whose queue was full has taken the frame, and the broker, if
+    /// any, has answered.
+    pub(crate) async fn finish(self) -> Result<(), Unavailable> {
         for (addr, fanout) in self.waiting {
             // A room that stops meanwhile had nobody left to deliver to.
             let _ = addr.send(fanout).await;
+        }
+        match self.accepted {
+            Some(accepted) => accepted.await,
+            None => Ok(()),
         }
     }
 }

@@ -58,6 +58,7 @@ pub mod bench_support;
 
 mod broadcaster;
 mod broker;
+mod cluster;
 mod codec;
 mod control;
 mod delivery;

@@ -180,6 +180,80 @@ pub struct Metrics {
     pub(crate) bytes_in: IntCounter,
     pub(crate) bytes_out: IntCounter,
     fanout_seconds: Histogram,
+    /// Cluster mode (all zero on a standalone node).
+    pub(crate) cluster: ClusterMetrics,
+}
+
+/// The cluster bridge's metrics.
+#[derive(Debug)]
+pub(crate) struct ClusterMetrics {
+    /// 1 while the link to a Redis instance (label `redis`: its index in `redis_url`) is up.
+    pub(crate) connected: IntGaugeVec,
+    pub(crate) messages_in: IntCounter,
+    pub(crate) messages_out: IntCounter,
+    pub(crate) publish_seconds: Histogram,
+    pub(crate) lag_seconds: prometheus::Gauge,
+    pub(crate) reconnects: IntCounter,
+    pub(crate) gaps: IntCounter,
+}
+
+impl ClusterMetrics {
+    fn new(registry: &Registry) -> ClusterMetrics {
+        let connected = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_cluster_connected",
+                "1 while this node's links to a Redis instance (by its index in redis_url) are up.",
+            ),
+            &["redis"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(registry, Box::new(connected.clone()));
+        let messages = counter_family(
+            registry,
+            "switchboard_cluster_messages_total",
+            "Cluster messages published to Redis (out) and received from it (in).",
+            "direction",
+        );
+        let publish_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "switchboard_cluster_publish_seconds",
+                "Time from a cluster publish to Redis's reply.",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5,
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(registry, Box::new(publish_seconds.clone()));
+        let lag_seconds = prometheus::Gauge::with_opts(Opts::new(
+            "switchboard_cluster_lag_seconds",
+            "Round trip of the node's last canary through Redis; while one is overdue, its age.",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(registry, Box::new(lag_seconds.clone()));
+        let reconnects = IntCounter::new(
+            "switchboard_cluster_reconnects_total",
+            "Links to Redis lost and made again.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(registry, Box::new(reconnects.clone()));
+        let gaps = IntCounter::new(
+            "switchboard_cluster_gaps_total",
+            "gap frames sent: rooms whose subscription was lost and is back.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(registry, Box::new(gaps.clone()));
+        ClusterMetrics {
+            connected,
+            messages_in: messages.with_label_values(&["in"]),
+            messages_out: messages.with_label_values(&["out"]),
+            publish_seconds,
+            lag_seconds,
+            reconnects,
+            gaps,
+        }
+    }
 }
 
 /// The process's metrics.
@@ -310,6 +384,7 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&registry, Box::new(fanout_seconds.clone()));
+        let cluster = ClusterMetrics::new(&registry);
         #[cfg(target_os = "linux")]
         register(
             &registry,
@@ -330,6 +405,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             fanout_seconds,
+            cluster,
         }
     }
 

@@ -15,6 +15,7 @@ use switchboard_admin::{Mode, PolicyStore};
 use crate::{
     broadcaster::Broadcaster,
     broker::{Broker, LocalBroker},
+    cluster::RedisBroker,
     config::Config,
     events::{MembershipObserver, Observers},
     messages::Command,
@@ -53,9 +54,25 @@ impl Node {
         config: Config,
         observers: Vec<Arc<dyn MembershipObserver>>,
     ) -> Arc<Node> {
+        let mut observers = observers;
+        // In cluster mode the Redis bridge follows which rooms are active here; it must be an
+        // observer before the broadcaster that raises the events exists.
+        let cluster = (!config.redis_urls.is_empty()).then(|| {
+            let shared = RedisBroker::shared(
+                &config.redis_urls,
+                &config.redis_prefix,
+                &config.node_id,
+                config.max_message_bytes,
+            );
+            observers.push(shared.clone());
+            shared
+        });
         let observers = Observers::new(observers);
         let broadcaster = Arc::new(Broadcaster::new(observers.clone()));
-        let broker = Box::new(LocalBroker::new(broadcaster.clone()));
+        let broker: Box<dyn Broker> = match cluster {
+            Some(shared) => Box::new(RedisBroker::start(shared, broadcaster.clone())),
+            None => Box::new(LocalBroker::new(broadcaster.clone())),
+        };
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
@@ -88,6 +105,12 @@ impl Node {
     /// Number of rooms with at least one member on this node.
     pub fn rooms(&self) -> usize {
         self.broadcaster.room_count()
+    }
+
+    /// Whether the node can do all it is configured for: `Err` names what it cannot (in
+    /// cluster mode, Redis being out of reach or too slow).
+    pub fn health(&self) -> Result<(), String> {
+        self.broker.health()
     }
 
     /// True once shutdown has begun.

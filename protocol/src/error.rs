@@ -24,11 +24,14 @@ pub enum ErrorCode {
     InvalidToken,
     /// The hub failed; the request may be retried.
     Internal,
+    /// What the request needs is out of reach for now (in cluster mode: Redis, for a `cluster`
+    /// publish); nothing was done, and the request may be retried.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::InvalidRoom,
@@ -39,6 +42,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::InvalidToken,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
     ];
 
     /// The name used on the wire.
@@ -54,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

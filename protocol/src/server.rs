@@ -24,6 +24,9 @@ pub enum ServerFrame<'a> {
     },
     /// A message to this session alone, from the operator (`from` is `"admin"`).
     Direct { data: &'a RawValue, from: &'a str },
+    /// Messages of `room` may have been missed: the node's link to the other nodes was lost
+    /// and is back (cluster mode).
+    Gap { room: &'a str },
     /// A request failed; the session stays open.
     Error {
         id: Option<u64>,
@@ -118,6 +121,11 @@ impl ServerFrame<'_> {
                 out.push_str(data.get());
                 out.push_str(r#","from":"#);
                 push_json_str(out, from);
+                out.push('}');
+            }
+            ServerFrame::Gap { room } => {
+                out.push_str(r#"{"op":"gap","room":"#);
+                push_json_str(out, room);
                 out.push('}');
             }
             ServerFrame::Error { id, code, message } => {

@@ -718,6 +718,14 @@ fn decode_error_displays_its_code_and_message() {
     assert!(shown.starts_with("unknown_op: "), "{shown}");
 }
 
+#[test]
+fn a_gap_frame_names_its_room() {
+    assert_eq!(
+        ServerFrame::Gap { room: "chat\"1" }.encode(),
+        r#"{"op":"gap","room":"chat\"1"}"#
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // ErrorCode, Scope, validate_room
 // ---------------------------------------------------------------------------------------------
@@ -737,7 +745,8 @@ fn error_codes_have_their_wire_names() {
             "limit_exceeded",
             "forbidden",
             "invalid_token",
-            "internal"
+            "internal",
+            "unavailable"
         ]
     );
     for code in ErrorCode::ALL {

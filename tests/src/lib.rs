@@ -27,6 +27,10 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 
+pub mod redis;
+
+pub use redis::RedisServer;
+
 /// The admin token every test hub is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 

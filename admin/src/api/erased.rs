@@ -10,7 +10,7 @@ use std::pin::Pin;
 use serde_json::value::RawValue;
 use switchboard_protocol::Scope;
 
-use crate::hub::{Hub, HubError, RoomDetail, RoomSummary, SessionInfo};
+use crate::hub::{Hub, HubError, Readiness, RoomDetail, RoomSummary, SessionInfo};
 use crate::policy::PolicyStore;
 
 /// A future polled on the worker that created it.
@@ -29,7 +29,7 @@ pub(crate) trait DynHub: Send + Sync {
         data: &'a RawValue,
         scope: Scope,
     ) -> LocalFuture<'a, Result<(), HubError>>;
-    fn ready(&self) -> bool;
+    fn readiness(&self) -> Readiness;
     fn metrics(&self) -> String;
     fn policy(&self) -> &PolicyStore;
 }
@@ -68,8 +68,8 @@ impl<H: Hub + Send + Sync> DynHub for H {
         Box::pin(Hub::publish(self, room, data, scope))
     }
 
-    fn ready(&self) -> bool {
-        Hub::ready(self)
+    fn readiness(&self) -> Readiness {
+        Hub::readiness(self)
     }
 
     fn metrics(&self) -> String {

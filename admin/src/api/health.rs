@@ -6,6 +6,7 @@ use actix_web::{web, HttpResponse};
 
 use super::model::{Health, HealthStatus};
 use super::Admin;
+use crate::hub::Readiness;
 
 /// The media type of the Prometheus text exposition format.
 pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -21,6 +22,7 @@ pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: HealthStatus::Ok,
+        reason: None,
     })
 }
 
@@ -33,17 +35,29 @@ pub(crate) async fn healthz() -> HttpResponse {
     responses(
         (status = 200, description = "The node accepts new sessions", body = Health,
             example = json!({"status": "ready"})),
-        (status = 503, description = "The node is draining", body = Health,
-            example = json!({"status": "draining"})),
+        (status = 503, description = "The node is draining, or cannot do all it is configured \
+            for (cluster mode: Redis out of reach or too slow)", body = Health,
+            example = json!({"status": "unavailable", "reason": "redis 0 (redis://10.0.0.5:6379): Connection refused"})),
     )
 )]
 pub(crate) async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
-    let (status, health) = if admin.hub.ready() {
-        (StatusCode::OK, HealthStatus::Ready)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, HealthStatus::Draining)
+    let (status, health, reason) = match admin.hub.readiness() {
+        Readiness::Ready => (StatusCode::OK, HealthStatus::Ready, None),
+        Readiness::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            HealthStatus::Draining,
+            None,
+        ),
+        Readiness::Unavailable(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            HealthStatus::Unavailable,
+            Some(why),
+        ),
     };
-    HttpResponse::build(status).json(Health { status: health })
+    HttpResponse::build(status).json(Health {
+        status: health,
+        reason,
+    })
 }
 
 /// The node's metrics in the Prometheus text exposition format.

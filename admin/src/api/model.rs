@@ -35,13 +35,19 @@ pub enum HealthStatus {
     Ready,
     /// The node is shutting down and refuses new sessions (`/readyz`).
     Draining,
+    /// The node runs but cannot do all it is configured for, e.g. Redis is out of reach in
+    /// cluster mode (`/readyz`, with the reason).
+    Unavailable,
 }
 
 /// The body of `/healthz` and `/readyz`: a JSON object rather than bare text, so probes and
 /// people read the same thing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub status: HealthStatus,
+    /// Why the node is unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// An endpoint's origin rules, in canonical form.

@@ -149,3 +149,22 @@ fn the_deployment_example_is_valid() {
     assert!(c.policy.endpoint("default").unwrap().require_subprotocol);
     assert_eq!(c.policy.endpoint("live").unwrap().mode, Mode::Relay);
 }
+
+#[test]
+fn redis_urls_are_split_on_commas_and_the_prefix_is_checked() {
+    let c = load("", &[]).unwrap();
+    assert!(c.redis_urls.is_empty(), "standalone by default");
+    assert_eq!(c.redis_prefix, "switchboard");
+    let c = load(
+        "redis_url = \" redis://a:6379 , redis://b:6380,\"\nredis_prefix = \"prod:eu\"",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.redis_urls, ["redis://a:6379", "redis://b:6380"]);
+    assert_eq!(c.redis_prefix, "prod:eu");
+    // A URL that does not parse is the bridge's to report: the node still starts.
+    let c = load("", &[("SWITCHBOARD_REDIS_URL", "not a url")]).unwrap();
+    assert_eq!(c.redis_urls, ["not a url"]);
+    assert!(load("redis_prefix = \"has space\"", &[]).is_err());
+    assert!(load("redis_prefix = \"\"", &[]).is_err());
+}

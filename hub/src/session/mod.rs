@@ -33,7 +33,7 @@ use switchboard_protocol::{
 
 use crate::{
     codec::{frame, opcode, Batch, Inbound, Item, Message},
-    delivery::Delivery,
+    delivery::{Delivery, Unavailable},
     messages::Command,
     metrics::{metrics, Disconnect, Drop as Dropped, FrameKind, Source},
     node::{ConnectionSlot, Node, SessionEntry, SessionInfo},
@@ -226,7 +226,7 @@ impl WsSession {
             Err(e) => return self.send_error(e.id, e.code, &e.message),
         };
         match frame {
-            ClientFrame::Subscribe { room, id } => self.subscribe(&room, id),
+            ClientFrame::Subscribe { room, id } => self.subscribe(&room, id, ctx),
             ClientFrame::Refresh { token, id } => self.refresh(&token, id, ctx),
             ClientFrame::Unsubscribe { room, id } => {
                 if self.worker.leave(self.id, &room) {
@@ -240,7 +240,7 @@ impl WsSession {
         }
     }
 
-    fn subscribe(&mut self, room: &str, id: Option<u64>) {
+    fn subscribe(&mut self, room: &str, id: Option<u64>, ctx: &mut WsContext) {
         if self.worker.is_member(self.id, room) {
             return self.ack(id);
         }
@@ -253,7 +253,13 @@ impl WsSession {
         }
         let limit = self.node.config.max_subscriptions;
         match self.worker.join(self.id, room, limit) {
-            Join::Joined | Join::Already => self.ack(id),
+            // In cluster mode the ack waits until the node's subscription to the room is in
+            // place, so that a publish made anywhere after the ack reaches this member.
+            Join::Joined => match self.node.broker.in_place(room) {
+                Some(wait) => self.wait_then(wait, ctx, move |act| act.ack(id)),
+                None => self.ack(id),
+            },
+            Join::Already => self.ack(id),
             Join::Full => {
                 let message = format!("at most {limit} subscriptions per session");
                 self.send_error(id, ErrorCode::LimitExceeded, &message);
@@ -289,7 +295,10 @@ impl WsSession {
             except: None,
         };
         match crate::publish::publish(&self.node, Some(&self.worker), publication) {
-            Ok(delivery) => self.wait_for(delivery, ctx, move |act| act.ack(id)),
+            Ok(delivery) => self.wait_for(delivery, ctx, move |act, accepted| match accepted {
+                Ok(()) => act.ack(id),
+                Err(e) => act.send_error(id, ErrorCode::Unavailable, &e.to_string()),
+            }),
             Err(PublishError::TooLarge { size, limit }) => {
                 let message = format!("message frame would be {size} bytes, limit is {limit}");
                 self.send_error(id, ErrorCode::TooLarge, &message);
@@ -298,20 +307,39 @@ impl WsSession {
     }
 
     /// Calls `done` once `delivery` is complete: at once when every room took the publish, or
-    /// after waiting for room in the queues that were full. `wait` also stops this session
-    /// reading further frames until then, which pushes back on the publisher through TCP and
-    /// keeps its messages in order.
+    /// after waiting for room in the queues that were full (or for the broker's answer to a
+    /// cluster publish). `wait` also stops this session reading further frames until then,
+    /// which pushes back on the publisher through TCP and keeps its messages in order.
     fn wait_for(
         &mut self,
         delivery: Delivery,
         ctx: &mut WsContext,
-        done: impl FnOnce(&mut Self) + 'static,
+        done: impl FnOnce(&mut Self, Result<(), Unavailable>) + 'static,
     ) {
         if delivery.is_done() {
-            return done(self);
+            return done(self, Ok(()));
         }
-        ctx.wait(delivery.finish().into_actor(self).map(move |(), act, ctx| {
-            done(act);
+        ctx.wait(
+            delivery
+                .finish()
+                .into_actor(self)
+                .map(move |accepted, act, ctx| {
+                    done(act, accepted);
+                    act.resume(ctx);
+                }),
+        );
+    }
+
+    /// Runs `then` once `wait` is over, with the session's reading held until then (as in
+    /// `wait_for`).
+    fn wait_then(
+        &mut self,
+        wait: impl std::future::Future<Output = ()> + 'static,
+        ctx: &mut WsContext,
+        then: impl FnOnce(&mut Self) + 'static,
+    ) {
+        ctx.wait(wait.into_actor(self).map(move |(), act, ctx| {
+            then(act);
             act.resume(ctx);
         }));
     }
@@ -367,7 +395,7 @@ impl WsSession {
         // A passed-on frame is not a `message`, so no size check can refuse it: the reader
         // already held it to `max_message_bytes`.
         if let Ok(delivery) = publish(&self.node, Some(&self.worker), publication) {
-            self.wait_for(delivery, ctx, |_| {});
+            self.wait_for(delivery, ctx, |_, _| {});
         }
     }
 

@@ -12,7 +12,8 @@ use serde_json::Value;
 use switchboard_protocol::Scope;
 
 use crate::{
-    Hub, HubError, Mode, Policy, PolicyStore, RoomDetail, RoomMember, RoomSummary, SessionInfo,
+    Hub, HubError, Mode, Policy, PolicyStore, Readiness, RoomDetail, RoomMember, RoomSummary,
+    SessionInfo,
 };
 
 pub(super) const TOKEN: &str = "s3cret-admin-token";
@@ -161,8 +162,12 @@ impl Hub for FakeHub {
         Ok(())
     }
 
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    fn readiness(&self) -> Readiness {
+        if self.ready.load(Ordering::Relaxed) {
+            Readiness::Ready
+        } else {
+            Readiness::Draining
+        }
     }
 
     fn metrics(&self) -> String {

@@ -1,0 +1,574 @@
+//! [`RedisBroker`]: cluster scope over Redis pub/sub.
+//!
+//! Every node subscribes to the channel `<prefix>:room:<room>` of each room that has members on
+//! it, and a `cluster` publish is one `PUBLISH` of the room's [`Envelope`] to that channel. The
+//! publishing node delivers its own cluster publishes from its subscription too, never
+//! directly, so Redis's one order per channel is every member's order, on every node.
+//!
+//! With several Redis instances, a room lives on the instance its name hashes to (FNV-1a, the
+//! same on every node); node-wide traffic (the canary) uses the first.
+//!
+//! The bridge runs on a thread of its own ("cluster"), one task per Redis instance, each with
+//! two connections: one multiplexed connection for publishes (any number in flight, pipelined)
+//! and one for subscriptions. Membership reaches it through the node's membership events
+//! (`RoomActive`/`RoomIdle`): each marks the room's wanted state and wakes the instance's task,
+//! which subscribes or unsubscribes; a burst of changes to one room collapses into its last
+//! state. When a link is lost the task reconnects with capped exponential backoff and jitter,
+//! subscribes every wanted room again, and sends each of them a `gap` frame: messages published
+//! meanwhile may have been missed.
+//!
+//! Readiness proves the path: every second the node publishes a canary to its own channel
+//! `<prefix>:node:<node_id>` on the first instance and expects it back from its subscription;
+//! a link that is down, or a canary overdue by more than `CANARY_DEADLINE`, makes the node
+//! unready (with the reason), whether the socket closed or Redis froze.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock, RwLock,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use switchboard_protocol::{Envelope, Scope, ServerFrame};
+use tokio::sync::{oneshot, Notify};
+
+use crate::{
+    broadcaster::Broadcaster,
+    broker::{Broker, ClusterPublish},
+    codec::text_frame_of,
+    delivery::{Delivery, Unavailable},
+    events::{MembershipEvent, MembershipObserver},
+    metrics::metrics,
+    publish::message_frame,
+};
+
+/// How long a cluster publish waits for Redis's reply before it is answered `unavailable`.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a subscribe waits for its room's subscription to be confirmed before it is acked
+/// anyway (a frozen Redis must not hold a session forever; readiness reports it meanwhile).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Between two canaries.
+const CANARY_INTERVAL: Duration = Duration::from_secs(1);
+/// A canary not back after this long makes the node unready.
+const CANARY_DEADLINE: Duration = Duration::from_secs(3);
+/// Reconnect backoff: the first wait, and the cap.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The cluster broker of a node in cluster mode.
+#[derive(Debug)]
+pub(crate) struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+/// What the bridge's tasks, the node's workers and the broker share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    prefix: String,
+    node_id: String,
+    max_message_bytes: usize,
+    shards: Vec<Shard>,
+    broadcaster: OnceLock<Arc<Broadcaster>>,
+    canary: Mutex<Canary>,
+}
+
+#[derive(Debug)]
+struct Canary {
+    /// When the oldest canary not yet back was sent.
+    pending_since: Option<Instant>,
+    /// When a canary last came back.
+    last_back: Option<Instant>,
+}
+
+/// One Redis instance and the rooms that live on it.
+#[derive(Debug)]
+struct Shard {
+    index: usize,
+    url: String,
+    publisher: RwLock<Option<MultiplexedConnection>>,
+    /// The subscription link is up and every wanted room was subscribed again on it.
+    linked: AtomicBool,
+    rooms: Mutex<HashMap<String, RoomSub>>,
+    /// Rooms whose wanted state changed since the task last looked.
+    dirty: Mutex<HashSet<String>>,
+    wake: Notify,
+    /// Why the link is down, for readiness.
+    error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+struct RoomSub {
+    /// The room has members on this node.
+    wanted: bool,
+    /// Redis confirmed the subscription on the current link.
+    confirmed: bool,
+    /// Subscribes waiting for the confirmation.
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl RedisBroker {
+    /// The broker's shared state, to be registered as a membership observer before the
+    /// broadcaster is built; [`RedisBroker::start`] then starts the bridge.
+    pub(crate) fn shared(urls: &[String], prefix: &str, node_id: &str, max: usize) -> Arc<Shared> {
+        let shards = urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| Shard {
+                index,
+                url: url.clone(),
+                publisher: RwLock::new(None),
+                linked: AtomicBool::new(false),
+                rooms: Mutex::new(HashMap::new()),
+                dirty: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                error: Mutex::new(Some("not connected to Redis yet".to_owned())),
+            })
+            .collect();
+        Arc::new(Shared {
+            prefix: prefix.to_owned(),
+            node_id: node_id.to_owned(),
+            max_message_bytes: max,
+            shards,
+            broadcaster: OnceLock::new(),
+            canary: Mutex::new(Canary {
+                pending_since: None,
+                last_back: None,
+            }),
+        })
+    }
+
+    /// Starts the bridge's thread; the broker delivers what arrives through `broadcaster`.
+    pub(crate) fn start(shared: Arc<Shared>, broadcaster: Arc<Broadcaster>) -> RedisBroker {
+        let _ = shared.broadcaster.set(broadcaster);
+        let bridge = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cluster".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cluster bridge runtime failed");
+                        return;
+                    }
+                };
+                runtime.block_on(run(bridge));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cluster bridge thread failed to start");
+        }
+        RedisBroker { shared }
+    }
+}
+
+impl Shared {
+    fn shard_of(&self, room: &str) -> &Shard {
+        // FNV-1a: fixed, so that every node puts a room on the same instance.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in room.as_bytes() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+
+    fn room_channel(&self, room: &str) -> String {
+        format!("{}:room:{room}", self.prefix)
+    }
+
+    fn node_channel(&self) -> String {
+        format!("{}:node:{}", self.prefix, self.node_id)
+    }
+
+    fn want(&self, room: &str, wanted: bool) {
+        let shard = self.shard_of(room);
+        lock(&shard.rooms)
+            .entry(room.to_owned())
+            .or_default()
+            .wanted = wanted;
+        lock(&shard.dirty).insert(room.to_owned());
+        shard.wake.notify_one();
+    }
+
+    fn health(&self) -> Result<(), String> {
+        for shard in &self.shards {
+            if !shard.linked.load(Ordering::Acquire) {
+                let why = lock(&shard.error).clone().unwrap_or_default();
+                return Err(format!("redis {} ({}): {why}", shard.index, shard.url));
+            }
+        }
+        let canary = lock(&self.canary);
+        let now = Instant::now();
+        match (canary.pending_since, canary.last_back) {
+            (Some(since), _) if now.duration_since(since) > CANARY_DEADLINE => Err(format!(
+                "the canary through Redis is {:.1} s overdue",
+                now.duration_since(since).as_secs_f64()
+            )),
+            (_, None) => Err("no canary has come back through Redis yet".to_owned()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl MembershipObserver for Shared {
+    fn event(&self, event: &MembershipEvent<'_>) {
+        match event {
+            MembershipEvent::RoomActive { room } => self.want(room, true),
+            MembershipEvent::RoomIdle { room } => self.want(room, false),
+            MembershipEvent::MemberJoined { .. } | MembershipEvent::MemberLeft { .. } => {}
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn reach(&self) -> Scope {
+        Scope::Cluster
+    }
+
+    fn publish(&self, publish: ClusterPublish<'_>) -> Delivery {
+        let shared = &self.shared;
+        let room = &publish.envelope.room;
+        let shard = shared.shard_of(room);
+        let connection = shard
+            .publisher
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|_| shard.linked.load(Ordering::Acquire));
+        let Some(mut connection) = connection else {
+            let why = format!("redis {} is unreachable", shard.index);
+            return Delivery::by_broker(Box::pin(async move { Err(Unavailable(why)) }));
+        };
+        let channel = shared.room_channel(room);
+        let payload = publish.envelope.encode();
+        let index = shard.index;
+        Delivery::by_broker(Box::pin(async move {
+            let started = Instant::now();
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(channel).arg(payload);
+            let sent = cmd.query_async::<i64>(&mut connection);
+            match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
+                Ok(Ok(_)) => {
+                    let m = &metrics().cluster;
+                    m.publish_seconds.observe(started.elapsed().as_secs_f64());
+                    m.messages_out.inc();
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(Unavailable(format!("redis {index}: {e}"))),
+                Err(_) => Err(Unavailable(format!("redis {index} did not answer in time"))),
+            }
+        }))
+    }
+
+    fn in_place(&self, room: &str) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        let shard = self.shared.shard_of(room);
+        // Redis is out of reach: the member is in the room here, and the room is subscribed
+        // again (with a gap frame) when the link is back.
+        if !shard.linked.load(Ordering::Acquire) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut rooms = lock(&shard.rooms);
+            let sub = rooms.entry(room.to_owned()).or_default();
+            if sub.confirmed {
+                return None;
+            }
+            sub.waiters.push(tx);
+        }
+        Some(Box::pin(async move {
+            let _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, rx).await;
+        }))
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.shared.health()
+    }
+}
+
+/// The bridge: one task per Redis instance, and the canary.
+async fn run(shared: Arc<Shared>) {
+    let mut tasks = Vec::new();
+    for index in 0..shared.shards.len() {
+        tasks.push(tokio::spawn(run_shard(shared.clone(), index)));
+    }
+    canary(shared).await;
+}
+
+/// Sends a canary every `CANARY_INTERVAL` on the first instance's node channel.
+async fn canary(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(CANARY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let shard = &shared.shards[0];
+        {
+            let mut canary = lock(&shared.canary);
+            canary.pending_since.get_or_insert_with(Instant::now);
+            if let Some(since) = canary.pending_since {
+                let overdue = since.elapsed();
+                if overdue > CANARY_DEADLINE {
+                    metrics().cluster.lag_seconds.set(overdue.as_secs_f64());
+                }
+            }
+        }
+        let connection = shard.publisher.read().ok().and_then(|c| c.clone());
+        let Some(mut connection) = connection else {
+            continue;
+        };
+        let sent = unix_nanos().to_string();
+        let channel = shared.node_channel();
+        // Not awaited inline: a frozen Redis must not stop the ticks that report it.
+        tokio::spawn(async move {
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(channel).arg(sent);
+            let publish = cmd.query_async::<i64>(&mut connection);
+            let _ = tokio::time::timeout(CANARY_DEADLINE, publish).await;
+        });
+    }
+}
+
+/// Keeps one Redis instance's links up, for as long as the node runs.
+async fn run_shard(shared: Arc<Shared>, index: usize) {
+    let shard = &shared.shards[index];
+    let label = index.to_string();
+    let connected = metrics().cluster.connected.with_label_values(&[&label]);
+    connected.set(0);
+    let mut backoff = BACKOFF_MIN;
+    let mut was_linked = false;
+    loop {
+        match link(&shared, shard, was_linked).await {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                metrics().cluster.reconnects.inc();
+            }
+            Err(e) => {
+                tracing::warn!(redis = index, url = %shard.url, error = %e, "redis link failed");
+                *lock(&shard.error) = Some(e);
+            }
+        }
+        if shard.linked.swap(false, Ordering::AcqRel) {
+            was_linked = true;
+            tracing::warn!(redis = index, "redis link lost");
+        }
+        connected.set(0);
+        if let Ok(mut publisher) = shard.publisher.write() {
+            *publisher = None;
+        }
+        for sub in lock(&shard.rooms).values_mut() {
+            sub.confirmed = false;
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One life of an instance's links: connects, subscribes every wanted room, then follows the
+/// membership and delivers what arrives until the link fails. `Ok` when an established link was
+/// lost, `Err` when it could not be established.
+async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), String> {
+    let client = redis::Client::open(shard.url.as_str()).map_err(|e| e.to_string())?;
+    let publisher = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_tokio_connection_with_response_timeouts(
+            PUBLISH_TIMEOUT,
+            Duration::from_secs(2),
+        ),
+    )
+    .await
+    .map_err(|_| "connecting timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
+        .await
+        .map_err(|_| "connecting timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = pubsub.split();
+    if shard.index == 0 {
+        sink.subscribe(shared.node_channel())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Ok(mut slot) = shard.publisher.write() {
+        *slot = Some(publisher);
+    }
+    // Every room wanted now is (re)subscribed; those changed meanwhile are in `dirty` too.
+    let wanted: Vec<String> = lock(&shard.rooms)
+        .iter()
+        .filter(|(_, sub)| sub.wanted)
+        .map(|(room, _)| room.clone())
+        .collect();
+    for room in &wanted {
+        sink.subscribe(shared.room_channel(room))
+            .await
+            .map_err(|e| e.to_string())?;
+        confirm(shard, room);
+    }
+    *lock(&shard.error) = None;
+    shard.linked.store(true, Ordering::Release);
+    metrics()
+        .cluster
+        .connected
+        .with_label_values(&[&shard.index.to_string()])
+        .set(1);
+    tracing::info!(redis = shard.index, rooms = wanted.len(), "redis link up");
+    if was_linked {
+        // The link was lost and is back: whatever was published meanwhile may be missing.
+        for room in &wanted {
+            gap(shared, room);
+        }
+    }
+    let prefix = format!("{}:room:", shared.prefix);
+    let node_channel = shared.node_channel();
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return Ok(());
+                };
+                let channel = message.get_channel_name();
+                let payload = message.get_payload_bytes();
+                if channel == node_channel {
+                    canary_back(shared, payload);
+                } else if let Some(room) = channel.strip_prefix(prefix.as_str()) {
+                    deliver(shared, room, payload).await;
+                }
+            }
+            () = shard.wake.notified() => {
+                let changed: Vec<String> = lock(&shard.dirty).drain().collect();
+                for room in changed {
+                    let wanted = lock(&shard.rooms).get(&room).map(|s| (s.wanted, s.confirmed));
+                    match wanted {
+                        Some((true, false)) => {
+                            sink.subscribe(shared.room_channel(&room))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            confirm(shard, &room);
+                        }
+                        Some((false, _)) => {
+                            sink.unsubscribe(shared.room_channel(&room))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let mut rooms = lock(&shard.rooms);
+                            // Wanted again meanwhile: it is dirty again and handled next.
+                            if rooms.get(&room).is_some_and(|s| !s.wanted) {
+                                rooms.remove(&room);
+                            }
+                        }
+                        Some((true, true)) | None => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Marks `room` subscribed on the current link and releases the subscribes waiting for it.
+fn confirm(shard: &Shard, room: &str) {
+    let mut rooms = lock(&shard.rooms);
+    if let Some(sub) = rooms.get_mut(room) {
+        sub.confirmed = true;
+        for waiter in sub.waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// A cluster message from Redis, to this node's members of `room`.
+async fn deliver(shared: &Shared, room: &str, payload: &[u8]) {
+    let Some(broadcaster) = shared.broadcaster.get() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(payload) else {
+        tracing::warn!(room, "cluster message is not UTF-8; dropped");
+        return;
+    };
+    let envelope = match Envelope::decode(text) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            tracing::warn!(room, error = %e, "cluster message refused");
+            return;
+        }
+    };
+    if envelope.room != room {
+        tracing::warn!(room, "cluster message names another room; dropped");
+        return;
+    }
+    let size = ServerFrame::message_len(
+        room,
+        envelope.data,
+        &envelope.from,
+        envelope.user.as_deref(),
+    );
+    if size > shared.max_message_bytes {
+        tracing::warn!(
+            room,
+            size,
+            "cluster message over the message limit; dropped"
+        );
+        return;
+    }
+    metrics().cluster.messages_in.inc();
+    let frame = message_frame(
+        room,
+        envelope.data,
+        &envelope.from,
+        envelope.user.as_deref(),
+    );
+    let delivery = Delivery::to_node(broadcaster, None, room, frame, None);
+    // A full room queue holds the bridge (and so this instance's later messages, in order)
+    // until there is room.
+    if !delivery.is_done() {
+        let _ = delivery.finish().await;
+    }
+}
+
+/// Tells this node's members of `room` that messages may have been missed.
+fn gap(shared: &Shared, room: &str) {
+    let Some(broadcaster) = shared.broadcaster.get() else {
+        return;
+    };
+    metrics().cluster.gaps.inc();
+    let frame = text_frame_of(&ServerFrame::Gap { room });
+    // A gap frame that finds a room queue full is not waited for: it would only repeat what
+    // the lost link already means for that room's members, who are being held up anyway.
+    let _ = Delivery::to_node(broadcaster, None, room, frame, None);
+}
+
+fn canary_back(shared: &Shared, payload: &[u8]) {
+    let sent = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse::<u128>().ok());
+    let mut canary = lock(&shared.canary);
+    canary.pending_since = None;
+    canary.last_back = Some(Instant::now());
+    if let Some(sent) = sent {
+        let lag = unix_nanos().saturating_sub(sent) as f64 / 1e9;
+        metrics().cluster.lag_seconds.set(lag);
+    }
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// `base` spread by ±25%, so that nodes that lost Redis together do not return in step.
+fn jitter(base: Duration) -> Duration {
+    let spread = (unix_nanos() % 500) as f64 / 1000.0; // 0 to 0.5
+    base.mul_f64(0.75 + spread)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,676 @@
+//! Cluster mode: hub processes joined through real `redis-server` processes.
+//!
+//! Every test starts its own Redis and its own nodes (2 workers each), so tests run in parallel
+//! and may kill, pause or restart the Redis they use. Room `R` travels on channel
+//! `<redis_prefix>:room:R`; a node subscribes to it while it has a member of `R`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use switchboard_tests::{spread_clients, Client, HttpReply, RedisServer, TestHub};
+use tokio::time::{sleep, timeout};
+
+/// How long a member must then receive nothing for a delivery to count as exactly once.
+const SILENCE: Duration = Duration::from_millis(300);
+
+/// A node of the cluster behind `redis_url` (one URL or several, comma-separated).
+fn node(redis_url: &str, id: &str) -> TestHub {
+    TestHub::builder()
+        .set("redis_url", redis_url)
+        .set("node_id", id)
+        .start()
+}
+
+/// A node with its own channel prefix.
+fn node_with_prefix(redis_url: &str, id: &str, prefix: &str) -> TestHub {
+    TestHub::builder()
+        .set("redis_url", redis_url)
+        .set("redis_prefix", prefix)
+        .set("node_id", id)
+        .start()
+}
+
+/// The next frame, which must be a `message` in `room`; returns its data.
+async fn recv_data(c: &mut Client, room: &str) -> Value {
+    let m = c.recv().await;
+    assert_eq!(m["op"], "message", "{m}");
+    assert_eq!(m["room"], room, "{m}");
+    m["data"].clone()
+}
+
+/// [`recv_data`] that fails after `within` rather than the harness's longer step.
+async fn recv_data_within(c: &mut Client, room: &str, within: Duration) -> Value {
+    timeout(within, recv_data(c, room))
+        .await
+        .unwrap_or_else(|_| panic!("no message in {room} within {within:?}"))
+}
+
+/// Publishes with this scope (none: the field is left out) and returns the reply frame. The
+/// client must not be a member of `room`, or a delivery could come before the reply.
+async fn publish_reply(
+    c: &mut Client,
+    room: &str,
+    data: Value,
+    scope: Option<&str>,
+    id: u64,
+) -> Value {
+    let mut frame = json!({"op":"publish","room":room,"data":data,"id":id});
+    if let Some(scope) = scope {
+        frame["scope"] = json!(scope);
+    }
+    c.request(frame).await
+}
+
+fn assert_unavailable(reply: &Value, id: u64) {
+    assert_eq!(reply["op"], "error", "{reply}");
+    assert_eq!(reply["id"], id, "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    assert!(reply["message"].is_string(), "{reply}");
+}
+
+/// Subscribers of `channel` on `redis`, as `PUBSUB NUMSUB` counts them.
+fn numsub(redis: &RedisServer, channel: &str) -> u64 {
+    let reply = redis.command(&["PUBSUB", "NUMSUB", channel]);
+    let (name, count) = reply
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {reply:?}"));
+    assert_eq!(name, channel);
+    count.parse().unwrap()
+}
+
+/// Polls until `channel` has `want` subscribers on `redis`.
+async fn wait_numsub(redis: &RedisServer, channel: &str, want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = numsub(redis, channel);
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{channel} still has {n} subscribers after {within:?}, not {want}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `/readyz` every 200 ms until it answers `status`; returns that reply.
+async fn wait_readyz(hub: &TestHub, status: u16, within: Duration) -> HttpReply {
+    let deadline = Instant::now() + within;
+    loop {
+        let reply = hub.admin_as(None, "GET", "/readyz", None).await;
+        if reply.status == status {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still answers {} {} after {within:?}, not {status}",
+            reply.status,
+            reply.body
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A 503 of `/readyz` must say why, in a form other than the ready one.
+fn assert_unready_body(reply: &HttpReply) {
+    let body = reply.json();
+    assert!(body["status"].is_string(), "{body}");
+    assert_ne!(body["status"], "ready", "{body}");
+    assert!(body["reason"].is_string(), "{body}");
+}
+
+/// The data of the next `message` in `room` whose data is not a probe of the outage (which
+/// may or may not be delivered, depending on when the node noticed), counting the `gap` frames
+/// for `room` read on the way. `None` when nothing of the kind comes within `within`.
+async fn next_after_outage(
+    c: &mut Client,
+    room: &str,
+    within: Duration,
+    gaps: &mut u32,
+) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let f = tokio::time::timeout_at(deadline, c.recv()).await.ok()?;
+        match f["op"].as_str() {
+            Some("gap") => {
+                assert_eq!(f["room"], room, "{f}");
+                *gaps += 1;
+            }
+            Some("message") => {
+                assert_eq!(f["room"], room, "{f}");
+                if f["data"].get("probe").is_none() {
+                    return Some(f["data"].clone());
+                }
+            }
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_publish_reaches_a_member_on_another_node_exactly_once() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut member = Client::connect(&a).await;
+    member.subscribe("r").await;
+    let mut publisher = Client::connect(&b).await;
+
+    publisher.publish("r", json!({"n":1}), "cluster").await;
+    assert_eq!(recv_data(&mut member, "r").await, json!({"n":1}));
+    member.expect_silence(SILENCE).await;
+
+    // No scope at all means `cluster`, in a cluster too.
+    let r = publish_reply(&mut publisher, "r", json!({"n":2}), None, 2).await;
+    assert_eq!(r, json!({"op":"ack","id":2}));
+    assert_eq!(recv_data(&mut member, "r").await, json!({"n":2}));
+    member.expect_silence(SILENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_worker_scopes_stay_on_the_publishers_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut remote = Client::connect(&a).await;
+    remote.subscribe("r").await;
+    let mut locals = spread_clients(&b, 2).await;
+    for m in &mut locals {
+        m.subscribe("r").await;
+    }
+    let mut publisher = Client::connect(&b).await;
+    let home = publisher.worker();
+
+    publisher.publish("r", json!("node"), "node").await;
+    publisher.publish("r", json!("worker"), "worker").await;
+    for m in &mut locals {
+        assert_eq!(recv_data(m, "r").await, json!("node"));
+        if m.worker() == home {
+            assert_eq!(recv_data(m, "r").await, json!("worker"));
+        }
+    }
+    remote.expect_silence(SILENCE).await;
+
+    // The remote member is subscribed and reachable: a cluster publish after the other two is
+    // the first thing it gets.
+    publisher.publish("r", json!("marker"), "cluster").await;
+    assert_eq!(recv_data(&mut remote, "r").await, json!("marker"));
+    for m in &mut locals {
+        assert_eq!(
+            recv_data(m, "r").await,
+            json!("marker"),
+            "worker {}",
+            m.worker()
+        );
+    }
+    remote.expect_silence(SILENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_the_publishing_node_get_its_cluster_publish_exactly_once() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    // Members on both workers of the publishing node, the publisher itself among them: a node
+    // that delivered locally and again when Redis echoes the publish back would show here.
+    let mut locals = spread_clients(&b, 2).await;
+    for m in &mut locals {
+        m.subscribe("r").await;
+    }
+    let mut remote = Client::connect(&a).await;
+    remote.subscribe("r").await;
+    let mut publisher = Client::connect(&b).await;
+    publisher.subscribe("r").await;
+
+    publisher
+        .publish("r", json!({"once":true}), "cluster")
+        .await;
+    for m in locals
+        .iter_mut()
+        .chain([&mut remote, &mut publisher].into_iter())
+    {
+        assert_eq!(recv_data(m, "r").await, json!({"once":true}));
+        m.expect_silence(SILENCE).await;
+    }
+}
+
+/// Publishes `n` messages `{"p": name, "seq": i}` with cluster scope, keeping at most `window`
+/// unacked.
+async fn publish_pipelined(publisher: &mut Client, room: &str, name: &str, n: u64, window: u64) {
+    let mut acked = 0;
+    for seq in 0..n {
+        publisher
+            .send(json!({"op":"publish","room":room,"data":{"p":name,"seq":seq},"scope":"cluster","id":seq}))
+            .await;
+        while seq + 1 - acked > window {
+            assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
+            acked += 1;
+        }
+    }
+    while acked < n {
+        assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
+        acked += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_sees_the_same_order_of_two_publishers_on_two_nodes() {
+    const EACH: u64 = 5_000;
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let c = node(&redis.url(), "c");
+    // Members on the publishing nodes too: a node that delivered its own publishes before they
+    // went round through Redis would give its members another order.
+    let mut members = vec![
+        Client::connect(&a).await,
+        Client::connect(&a).await,
+        Client::connect(&b).await,
+        Client::connect(&c).await,
+    ];
+    for m in &mut members {
+        m.subscribe("order").await;
+    }
+    let mut pb = Client::connect(&b).await;
+    let mut pc = Client::connect(&c).await;
+
+    let run = async {
+        // Members read while the publishers send, as real clients do.
+        let readers: Vec<_> = members
+            .into_iter()
+            .map(|mut m| {
+                tokio::spawn(async move {
+                    let mut seen = Vec::with_capacity(2 * EACH as usize);
+                    while seen.len() < 2 * EACH as usize {
+                        let data = recv_data(&mut m, "order").await;
+                        seen.push((
+                            data["p"].as_str().unwrap().to_owned(),
+                            data["seq"].as_u64().unwrap(),
+                        ));
+                    }
+                    m.expect_silence(SILENCE).await;
+                    seen
+                })
+            })
+            .collect();
+        let publishers = [
+            tokio::spawn(async move { publish_pipelined(&mut pb, "order", "b", EACH, 256).await }),
+            tokio::spawn(async move { publish_pipelined(&mut pc, "order", "c", EACH, 256).await }),
+        ];
+        for p in join_all(publishers).await {
+            p.unwrap();
+        }
+        join_all(readers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
+    let seen = timeout(Duration::from_secs(60), run)
+        .await
+        .expect("10,000 messages did not reach every member within 60 s");
+
+    let expected: Vec<u64> = (0..EACH).collect();
+    for (i, list) in seen.iter().enumerate() {
+        for p in ["b", "c"] {
+            let seqs: Vec<u64> = list
+                .iter()
+                .filter(|(q, _)| q == p)
+                .map(|(_, s)| *s)
+                .collect();
+            assert!(
+                seqs == expected,
+                "member {i}: publisher {p}'s messages lost or reordered"
+            );
+        }
+    }
+    for (i, list) in seen.iter().enumerate().skip(1) {
+        let first_difference = list.iter().zip(&seen[0]).position(|(x, y)| x != y);
+        assert_eq!(
+            first_difference, None,
+            "member {i} and member 0 saw different orders"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_ack_means_publishes_from_other_nodes_arrive() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut member = Client::connect(&a).await;
+    let mut publisher = Client::connect(&b).await;
+    // A new room each time, so that the node's subscription is always the one just made.
+    for i in 0..200u64 {
+        let room = format!("fresh-{i}");
+        member.subscribe(&room).await;
+        publisher.publish(&room, json!(i), "cluster").await;
+        assert_eq!(
+            recv_data_within(&mut member, &room, Duration::from_secs(5)).await,
+            json!(i),
+            "room {room}"
+        );
+    }
+    member.expect_silence(SILENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_local_member_unsubscribing_unsubscribes_the_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let channel = "switchboard:room:lobby";
+    assert_eq!(numsub(&redis, channel), 0);
+    let mut first = Client::connect(&a).await;
+    first.subscribe("lobby").await;
+    assert_eq!(numsub(&redis, channel), 1);
+    let mut second = Client::connect(&a).await;
+    second.subscribe("lobby").await;
+
+    let r = first
+        .request(json!({"op":"unsubscribe","room":"lobby","id":2}))
+        .await;
+    assert_eq!(r, json!({"op":"ack","id":2}));
+    // One member is left: the node stays subscribed and still receives.
+    sleep(SILENCE).await;
+    assert!(numsub(&redis, channel) >= 1);
+    let mut publisher = Client::connect(&b).await;
+    publisher.publish("lobby", json!("still"), "cluster").await;
+    assert_eq!(recv_data(&mut second, "lobby").await, json!("still"));
+
+    let r = second
+        .request(json!({"op":"unsubscribe","room":"lobby","id":3}))
+        .await;
+    assert_eq!(r, json!({"op":"ack","id":3}));
+    wait_numsub(&redis, channel, 0, Duration::from_secs(2)).await;
+    first.expect_silence(SILENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_local_member_disconnecting_unsubscribes_the_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let channel = "switchboard:room:lobby";
+    let mut first = Client::connect(&a).await;
+    first.subscribe("lobby").await;
+    assert_eq!(numsub(&redis, channel), 1);
+    let mut second = Client::connect(&a).await;
+    second.subscribe("lobby").await;
+
+    drop(first);
+    sleep(SILENCE).await;
+    assert!(numsub(&redis, channel) >= 1);
+    let mut publisher = Client::connect(&b).await;
+    publisher.publish("lobby", json!("still"), "cluster").await;
+    assert_eq!(recv_data(&mut second, "lobby").await, json!("still"));
+
+    drop(second);
+    wait_numsub(&redis, channel, 0, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_carry_the_configured_prefix() {
+    let redis = RedisServer::start();
+    let a = node_with_prefix(&redis.url(), "a", "t1");
+    let b = node_with_prefix(&redis.url(), "b", "t1");
+    let mut member = Client::connect(&a).await;
+    member.subscribe("lobby").await;
+    assert_eq!(numsub(&redis, "t1:room:lobby"), 1);
+    assert_eq!(numsub(&redis, "switchboard:room:lobby"), 0);
+
+    let mut publisher = Client::connect(&b).await;
+    publisher.publish("lobby", json!("hello"), "cluster").await;
+    assert_eq!(recv_data(&mut member, "lobby").await, json!("hello"));
+
+    let r = member
+        .request(json!({"op":"unsubscribe","room":"lobby","id":2}))
+        .await;
+    assert_eq!(r, json!({"op":"ack","id":2}));
+    wait_numsub(&redis, "t1:room:lobby", 0, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_killed_cluster_publishes_are_unavailable_until_it_returns() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut remote = Client::connect(&a).await;
+    remote.subscribe("r").await;
+    let mut local = Client::connect(&b).await;
+    local.subscribe("r").await;
+    let mut publisher = Client::connect(&b).await;
+    publisher.publish("r", json!("before"), "cluster").await;
+    assert_eq!(recv_data(&mut remote, "r").await, json!("before"));
+    assert_eq!(recv_data(&mut local, "r").await, json!("before"));
+    for hub in [&a, &b] {
+        wait_readyz(hub, 200, Duration::from_secs(5)).await;
+    }
+
+    redis.kill();
+    // The node may take a moment to notice; until then a publish may still be acked.
+    let noticed_by = Instant::now() + Duration::from_secs(5);
+    let mut id = 100;
+    loop {
+        id += 1;
+        let r = publish_reply(
+            &mut publisher,
+            "r",
+            json!({"probe":id}),
+            Some("cluster"),
+            id,
+        )
+        .await;
+        if r["op"] == "error" {
+            assert_unavailable(&r, id);
+            break;
+        }
+        assert_eq!(r, json!({"op":"ack","id":id}));
+        assert!(
+            Instant::now() < noticed_by,
+            "cluster publishes still acked 5 s after Redis was killed"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    // Once noticed, a cluster publish is refused, never acked and lost; the default scope too.
+    for scope in [Some("cluster"), None, Some("cluster")] {
+        id += 1;
+        let r = publish_reply(&mut publisher, "r", json!({"probe":id}), scope, id).await;
+        assert_unavailable(&r, id);
+    }
+    // The node itself needs no Redis.
+    publisher.publish("r", json!("local"), "node").await;
+    let mut local_gaps = 0;
+    assert_eq!(
+        next_after_outage(&mut local, "r", Duration::from_secs(5), &mut local_gaps).await,
+        Some(json!("local"))
+    );
+    for hub in [&a, &b] {
+        let reply = wait_readyz(hub, 503, Duration::from_secs(6)).await;
+        assert_unready_body(&reply);
+    }
+
+    redis.restart();
+    // No client acts: the nodes reconnect and resubscribe on their own, and the member, which
+    // may have missed messages meanwhile, is told so with a gap before deliveries resume.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut gaps = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no cross-node delivery 10 s after Redis restarted"
+        );
+        id += 1;
+        let r = publish_reply(
+            &mut publisher,
+            "r",
+            json!({"after":id}),
+            Some("cluster"),
+            id,
+        )
+        .await;
+        if r["op"] == "error" {
+            assert_unavailable(&r, id);
+            sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(r, json!({"op":"ack","id":id}));
+        let got = next_after_outage(&mut remote, "r", Duration::from_millis(500), &mut gaps).await;
+        if let Some(data) = got {
+            // Anything else (the node-scope "local") should never have left node b.
+            assert!(data["after"].is_u64(), "the member on a got {data}");
+            break;
+        }
+    }
+    assert!(
+        gaps >= 1,
+        "the member on a got no gap for r before deliveries resumed"
+    );
+    for hub in [&a, &b] {
+        wait_readyz(hub, 200, Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_makes_the_node_unready_until_it_resumes() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    wait_readyz(&a, 200, Duration::from_secs(5)).await;
+    redis.pause();
+    let reply = wait_readyz(&a, 503, Duration::from_secs(6)).await;
+    assert_unready_body(&reply);
+    redis.resume();
+    wait_readyz(&a, 200, Duration::from_secs(6)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_spread_over_two_redis_instances() {
+    let first = RedisServer::start();
+    let second = RedisServer::start();
+    let urls = format!("{},{}", first.url(), second.url());
+    let a = node(&urls, "a");
+    let b = node(&urls, "b");
+    let rooms: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    let mut member = Client::connect(&a).await;
+    for (i, room) in rooms.iter().enumerate() {
+        let r = member
+            .request(json!({"op":"subscribe","room":room,"id":i}))
+            .await;
+        assert_eq!(r, json!({"op":"ack","id":i}));
+    }
+
+    let mut held = [0, 0];
+    for room in &rooms {
+        let channel = format!("switchboard:room:{room}");
+        match (numsub(&first, &channel), numsub(&second, &channel)) {
+            (1, 0) => held[0] += 1,
+            (0, 1) => held[1] += 1,
+            counts => panic!("{channel} has {counts:?} subscribers on the two instances"),
+        }
+    }
+    assert!(
+        held[0] > 0 && held[1] > 0,
+        "all 20 rooms on one instance: {held:?}"
+    );
+
+    let mut publisher = Client::connect(&b).await;
+    for room in &rooms {
+        publisher.publish(room, json!(room), "cluster").await;
+    }
+    // Rooms on different instances need not arrive in publish order.
+    let mut got = HashSet::new();
+    for _ in &rooms {
+        let m = member.recv().await;
+        assert_eq!(m["op"], "message", "{m}");
+        assert_eq!(m["data"], m["room"], "{m}");
+        assert!(
+            got.insert(m["room"].as_str().unwrap().to_owned()),
+            "{m} twice"
+        );
+    }
+    assert_eq!(got, rooms.into_iter().collect::<HashSet<_>>());
+    member.expect_silence(SILENCE).await;
+}
+
+/// Every sample of metric `name`: its label text (`{...}`, or empty) and value.
+fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            let (labels, value) = rest.rsplit_once(' ')?;
+            Some((labels.trim().to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_metrics_show_the_connection_and_both_directions_of_traffic() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut member = Client::connect(&a).await;
+    member.subscribe("m").await;
+    let mut pa = Client::connect(&a).await;
+    let mut pb = Client::connect(&b).await;
+    // Node a both sends publishes into the cluster and receives b's.
+    for i in 0..3 {
+        pa.publish("m", json!(i), "cluster").await;
+    }
+    for i in 3..8 {
+        pb.publish("m", json!(i), "cluster").await;
+    }
+    let mut got = HashSet::new();
+    for _ in 0..8 {
+        got.insert(recv_data(&mut member, "m").await.as_u64().unwrap());
+    }
+    assert_eq!(got, (0..8).collect::<HashSet<_>>());
+
+    let text = a.admin_as(None, "GET", "/metrics", None).await.body;
+    let connected = samples(&text, "switchboard_cluster_connected");
+    assert!(
+        connected.iter().any(|(_, v)| *v == 1.0),
+        "no switchboard_cluster_connected sample of 1:\n{text}"
+    );
+    let directions: HashSet<String> = samples(&text, "switchboard_cluster_messages_total")
+        .into_iter()
+        .filter(|(_, v)| *v > 0.0)
+        .filter_map(|(labels, _)| {
+            let start = labels.find("direction=\"")? + "direction=\"".len();
+            let len = labels[start..].find('"')?;
+            Some(labels[start..start + len].to_owned())
+        })
+        .collect();
+    assert!(
+        directions.len() >= 2,
+        "switchboard_cluster_messages_total counts no traffic both ways by direction \
+         ({directions:?}):\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_a_cluster_publish_reaches_members_of_the_node() {
+    let hub = TestHub::builder().set("node_id", "solo").start();
+    let mut member = Client::connect(&hub).await;
+    member.subscribe("r").await;
+    let mut publisher = Client::connect(&hub).await;
+    publisher.publish("r", json!("cluster"), "cluster").await;
+    assert_eq!(recv_data(&mut member, "r").await, json!("cluster"));
+    let r = publish_reply(&mut publisher, "r", json!("default"), None, 2).await;
+    assert_eq!(r, json!({"op":"ack","id":2}));
+    assert_eq!(recv_data(&mut member, "r").await, json!("default"));
+    member.expect_silence(SILENCE).await;
+    let reply = wait_readyz(&hub, 200, Duration::from_secs(5)).await;
+    assert_eq!(reply.json()["status"], "ready");
+}

@@ -674,3 +674,35 @@ async fn without_redis_a_cluster_publish_reaches_members_of_the_node() {
     let reply = wait_readyz(&hub, 200, Duration::from_secs(5)).await;
     assert_eq!(reply.json()["status"], "ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joined_while_redis_is_down_is_subscribed_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut publisher = Client::connect(&b).await;
+    wait_readyz(&a, 200, Duration::from_secs(5)).await;
+    redis.kill();
+    let reply = wait_readyz(&a, 503, Duration::from_secs(6)).await;
+    assert_unready_body(&reply);
+    // Redis is out of reach: the subscribe still succeeds here, at once.
+    let mut member = Client::connect(&a).await;
+    let ack = timeout(
+        Duration::from_secs(3),
+        member.request(json!({"op":"subscribe","room":"fresh","id":1})),
+    )
+    .await
+    .expect("a subscribe while Redis is down was not answered");
+    assert_eq!(ack, json!({"op":"ack","id":1}));
+    redis.restart();
+    // The node subscribes the room it gained meanwhile, without any client action.
+    wait_numsub(&redis, "switchboard:room:fresh", 1, Duration::from_secs(10)).await;
+    wait_readyz(&b, 200, Duration::from_secs(10)).await;
+    let r = publish_reply(&mut publisher, "fresh", json!("back"), Some("cluster"), 2).await;
+    assert_eq!(r, json!({"op":"ack","id":2}));
+    let mut gaps = 0;
+    assert_eq!(
+        next_after_outage(&mut member, "fresh", Duration::from_secs(5), &mut gaps).await,
+        Some(json!("back"))
+    );
+}

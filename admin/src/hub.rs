@@ -23,8 +23,12 @@ pub trait Hub: 'static {
     /// `after` (exclusive), at most `limit`.
     fn rooms(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<RoomSummary>;
 
-    /// One room's members on this node; `None` if it has none.
+    /// One room's members on this node, and in cluster mode its member counts on every node;
+    /// `None` if it has no members anywhere.
     async fn room(&self, name: &str) -> Option<RoomDetail>;
+
+    /// The nodes of the cluster (a standalone node: itself), or why they cannot be listed.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, HubError>;
 
     /// Sessions in id order after `after` (exclusive), at most `limit`.
     fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo>;
@@ -32,11 +36,12 @@ pub trait Hub: 'static {
     /// One session; `None` if there is no session with this id.
     fn session(&self, id: &str) -> Option<SessionInfo>;
 
-    /// Closes the session with 4001 "kicked"; false if no such session.
-    fn kick(&self, id: &str) -> bool;
+    /// Closes the session (on any node of the cluster) with 4001 "kicked"; false if no such
+    /// session.
+    async fn kick(&self, id: &str) -> bool;
 
-    /// Delivers `{"op":"direct","data":..,"from":"admin"}` to one session.
-    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError>;
+    /// Delivers `{"op":"direct","data":..,"from":"admin"}` to one session, on any node.
+    async fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError>;
 
     /// Publishes to a room as a client publish would, with `from` = `"admin"`.
     async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError>;
@@ -99,7 +104,34 @@ pub struct RoomMember {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RoomDetail {
     pub name: String,
+    /// Its members on this node.
     pub members: Vec<RoomMember>,
+    /// Its member count on each node that answered (this one included), in node order.
+    pub nodes: Vec<NodeMembers>,
+    /// Nodes of the cluster that did not answer in time: their members are not counted.
+    pub missing: Vec<String>,
+}
+
+/// A room's member count on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeMembers {
+    pub node: String,
+    pub members: usize,
+}
+
+/// A node of the cluster, as its registry entry shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    /// The node's id (`node_id`).
+    pub id: String,
+    /// Its WebSocket listen address.
+    pub address: String,
+    /// Its Switchboard version.
+    pub version: String,
+    /// Its open sessions when it last refreshed its entry.
+    pub sessions: usize,
+    /// Unix seconds of that refresh; entries not refreshed for 30 s disappear.
+    pub last_seen: u64,
 }
 
 /// One WebSocket session on this node.

@@ -34,7 +34,10 @@ pub mod state;
 pub mod token;
 
 pub use api::{configure, not_found, openapi, AdminOptions};
-pub use hub::{Hub, HubError, Readiness, RoomDetail, RoomMember, RoomSummary, SessionInfo};
+pub use hub::{
+    Hub, HubError, NodeInfo, NodeMembers, Readiness, RoomDetail, RoomMember, RoomSummary,
+    SessionInfo,
+};
 
 pub use origin::{OriginError, OriginRule};
 pub use policy::{

@@ -101,6 +101,16 @@ impl Broadcaster {
         }
     }
 
+    /// Members of `room` on this node.
+    pub(crate) fn members_of(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |workers| {
+            workers
+                .iter()
+                .map(|w| w.members.load(Ordering::Relaxed))
+                .sum()
+        })
+    }
+
     /// Number of rooms with members anywhere on this node.
     pub(crate) fn room_count(&self) -> usize {
         self.rooms.len()

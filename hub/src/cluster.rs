@@ -27,16 +27,18 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock, RwLock, Weak,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use switchboard_protocol::{Envelope, Scope, ServerFrame};
-use tokio::sync::{oneshot, Notify};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::{
     broadcaster::Broadcaster,
@@ -57,6 +59,15 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 const CANARY_INTERVAL: Duration = Duration::from_secs(1);
 /// A canary not back after this long makes the node unready.
 const CANARY_DEADLINE: Duration = Duration::from_secs(3);
+/// Between two refreshes of the node's registry entry, and how long an entry outlives its last
+/// refresh: a node that died leaves the registry within `REGISTRY_TTL`.
+const REGISTRY_REFRESH: Duration = Duration::from_secs(5);
+const REGISTRY_TTL: Duration = Duration::from_secs(30);
+/// How long a question to every node waits for the answers.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Answers a question may queue before the asker reads them; more are dropped (each node
+/// answers once, so only a cluster of more nodes than this could lose some, shown as missing).
+const ASK_ANSWERS: usize = 256;
 /// Reconnect backoff: the first wait, and the cap.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -76,6 +87,45 @@ pub(crate) struct Shared {
     shards: Vec<Shard>,
     broadcaster: OnceLock<Arc<Broadcaster>>,
     canary: Mutex<Canary>,
+    /// The node the bridge answers for (other nodes' questions about its rooms and sessions).
+    local: OnceLock<Weak<dyn LocalNode>>,
+    /// Questions this node asked of every node, by number, and where their answers go.
+    asks: Mutex<HashMap<u64, mpsc::Sender<Value>>>,
+    next_ask: AtomicU64,
+}
+
+/// What other nodes may ask of this one, through the bridge (implemented by `Node`).
+pub(crate) trait LocalNode: Send + Sync {
+    /// This node's registry entry.
+    fn record(&self) -> NodeRecord;
+    /// Members of `room` on this node.
+    fn members_of(&self, room: &str) -> usize;
+    /// Kicks the session with this id if it is here; whether it was.
+    fn kick_here(&self, session: &str) -> bool;
+    /// Sends the session with this id, if it is here, a direct message: `Ok(false)` when it is
+    /// not here, `Err` when it is but its mailbox is full.
+    fn direct_here(&self, session: &str, data: &RawValue) -> Result<bool, String>;
+}
+
+/// A node as the registry lists it (`<prefix>:nodeinfo:<id>`, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct NodeRecord {
+    pub(crate) id: String,
+    /// The WebSocket listen address.
+    pub(crate) address: String,
+    pub(crate) version: String,
+    pub(crate) sessions: usize,
+    /// Unix seconds of the entry's last refresh.
+    pub(crate) last_seen: u64,
+}
+
+/// The answers to a question asked of every node.
+#[derive(Debug, Default)]
+pub(crate) struct Answers {
+    /// One per node that answered in time (its JSON answer, with `node`).
+    pub(crate) answers: Vec<Value>,
+    /// Nodes in the registry that did not answer in time.
+    pub(crate) missing: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -84,6 +134,8 @@ struct Canary {
     pending_since: Option<Instant>,
     /// When a canary last came back.
     last_back: Option<Instant>,
+    /// When the node's registry entry was last written.
+    registered: Option<Instant>,
 }
 
 /// One Redis instance and the rooms that live on it.
@@ -136,9 +188,13 @@ impl RedisBroker {
             max_message_bytes: max,
             shards,
             broadcaster: OnceLock::new(),
+            local: OnceLock::new(),
+            asks: Mutex::new(HashMap::new()),
+            next_ask: AtomicU64::new(1),
             canary: Mutex::new(Canary {
                 pending_since: None,
                 last_back: None,
+                registered: None,
             }),
         })
     }
@@ -185,7 +241,119 @@ impl Shared {
     }
 
     fn node_channel(&self) -> String {
-        format!("{}:node:{}", self.prefix, self.node_id)
+        self.node_channel_of(&self.node_id)
+    }
+
+    fn node_channel_of(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    /// The channel every node listens to: questions to all nodes.
+    fn nodes_channel(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    fn registry_key(&self, node: &str) -> String {
+        format!("{}:nodeinfo:{node}", self.prefix)
+    }
+
+    /// Tells the bridge which node it answers for.
+    pub(crate) fn set_local(&self, local: Weak<dyn LocalNode>) {
+        let _ = self.local.set(local);
+    }
+
+    fn local(&self) -> Option<Arc<dyn LocalNode>> {
+        self.local.get().and_then(Weak::upgrade)
+    }
+
+    /// The first instance's publish connection, for node-wide traffic.
+    fn control(&self) -> Result<MultiplexedConnection, String> {
+        self.shards[0]
+            .publisher
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| "redis 0 is unreachable".to_owned())
+    }
+
+    /// The nodes of the cluster, from the registry, in id order.
+    pub(crate) async fn nodes(&self) -> Result<Vec<NodeRecord>, String> {
+        let mut connection = self.control()?;
+        let pattern = format!("{}:nodeinfo:*", self.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let scan = cmd.query_async::<(u64, Vec<String>)>(&mut connection);
+            let (next, found) = tokio::time::timeout(PUBLISH_TIMEOUT, scan)
+                .await
+                .map_err(|_| "redis 0 did not answer in time".to_owned())?
+                .map_err(|e| e.to_string())?;
+            keys.extend(found);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(&keys);
+        let get = cmd.query_async::<Vec<Option<String>>>(&mut connection);
+        let values = tokio::time::timeout(PUBLISH_TIMEOUT, get)
+            .await
+            .map_err(|_| "redis 0 did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let mut nodes: Vec<NodeRecord> = values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str(&v).ok())
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// Asks every node of the registry `question` (a JSON object with `what`) and collects
+    /// their answers for up to `ASK_TIMEOUT`; this node answers too.
+    pub(crate) async fn ask(&self, mut question: Value) -> Result<Answers, String> {
+        let expected: HashSet<String> = self.nodes().await?.into_iter().map(|n| n.id).collect();
+        let q = self.next_ask.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(ASK_ANSWERS);
+        lock(&self.asks).insert(q, tx);
+        let _forget = Forget(self, q);
+        question["t"] = json!("ask");
+        question["q"] = json!(q);
+        question["from"] = json!(self.node_id);
+        let mut connection = self.control()?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.nodes_channel()).arg(question.to_string());
+        tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut connection))
+            .await
+            .map_err(|_| "redis 0 did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let mut answered: HashSet<String> = HashSet::new();
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + ASK_TIMEOUT;
+        while !expected.iter().all(|n| answered.contains(n)) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(answer)) => {
+                    let node = answer["node"].as_str().unwrap_or_default().to_owned();
+                    if answered.insert(node) {
+                        answers.push(answer);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut missing: Vec<String> = expected.difference(&answered).cloned().collect();
+        missing.sort();
+        Ok(Answers { answers, missing })
     }
 
     fn want(&self, room: &str, wanted: bool) {
@@ -324,8 +492,37 @@ async fn canary(shared: Arc<Shared>) {
         let Some(mut connection) = connection else {
             continue;
         };
-        let sent = unix_nanos().to_string();
+        let sent = json!({"t":"canary","sent":unix_nanos().to_string()}).to_string();
         let channel = shared.node_channel();
+        if let Some(local) = shared.local() {
+            let now = Instant::now();
+            let due = {
+                let mut canary = lock(&shared.canary);
+                let due = canary
+                    .registered
+                    .is_none_or(|at| now.duration_since(at) >= REGISTRY_REFRESH);
+                if due {
+                    canary.registered = Some(now);
+                }
+                due
+            };
+            if due {
+                let mut record = local.record();
+                record.last_seen = (unix_nanos() / 1_000_000_000) as u64;
+                let key = shared.registry_key(&record.id);
+                let value = serde_json::to_string(&record).unwrap_or_default();
+                let mut registry = connection.clone();
+                tokio::spawn(async move {
+                    let mut cmd = redis::cmd("SET");
+                    cmd.arg(key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(REGISTRY_TTL.as_secs());
+                    let set = cmd.query_async::<()>(&mut registry);
+                    let _ = tokio::time::timeout(CANARY_DEADLINE, set).await;
+                });
+            }
+        }
         // Not awaited inline: a frozen Redis must not stop the ticks that report it.
         tokio::spawn(async move {
             let mut cmd = redis::cmd("PUBLISH");
@@ -395,6 +592,11 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         sink.subscribe(shared.node_channel())
             .await
             .map_err(|e| e.to_string())?;
+        sink.subscribe(shared.nodes_channel())
+            .await
+            .map_err(|e| e.to_string())?;
+        // A link made again: the registry entry is written at the next tick.
+        lock(&shared.canary).registered = None;
     }
     if let Ok(mut slot) = shard.publisher.write() {
         *slot = Some(publisher);
@@ -427,6 +629,7 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
     }
     let prefix = format!("{}:room:", shared.prefix);
     let node_channel = shared.node_channel();
+    let nodes_channel = shared.nodes_channel();
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -436,7 +639,9 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                 let channel = message.get_channel_name();
                 let payload = message.get_payload_bytes();
                 if channel == node_channel {
-                    canary_back(shared, payload);
+                    on_node_channel(shared, payload);
+                } else if channel == nodes_channel {
+                    on_question(shared, payload);
                 } else if let Some(room) = channel.strip_prefix(prefix.as_str()) {
                     deliver(shared, room, payload).await;
                 }
@@ -468,6 +673,86 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
             }
         }
     }
+}
+
+/// Drops a question's answer channel when the asker is done with it.
+struct Forget<'a>(&'a Shared, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.asks).remove(&self.1);
+    }
+}
+
+/// A message on this node's own channel: its canary, or an answer to one of its questions.
+fn on_node_channel(shared: &Shared, payload: &[u8]) {
+    let Ok(message) = serde_json::from_slice::<Value>(payload) else {
+        return;
+    };
+    match message["t"].as_str() {
+        Some("canary") => canary_back(shared, message["sent"].as_str()),
+        Some("answer") => {
+            let Some(q) = message["q"].as_u64() else {
+                return;
+            };
+            if let Some(tx) = lock(&shared.asks).get(&q) {
+                // Full: more answers than nodes; the asker lists the rest as missing.
+                let _ = tx.try_send(message);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A question from a node (this one included) to every node: answered on the asker's channel.
+fn on_question(shared: &Shared, payload: &[u8]) {
+    let Ok(question) = serde_json::from_slice::<Value>(payload) else {
+        return;
+    };
+    let (Some("ask"), Some(q), Some(from)) = (
+        question["t"].as_str(),
+        question["q"].as_u64(),
+        question["from"].as_str(),
+    ) else {
+        return;
+    };
+    let Some(local) = shared.local() else {
+        return;
+    };
+    let mut answer = json!({"t":"answer","q":q,"node":shared.node_id});
+    match question["what"].as_str() {
+        Some("room") => {
+            let room = question["room"].as_str().unwrap_or_default();
+            answer["members"] = json!(local.members_of(room));
+        }
+        Some("kick") => {
+            let session = question["session"].as_str().unwrap_or_default();
+            answer["found"] = json!(local.kick_here(session));
+        }
+        Some("direct") => {
+            let session = question["session"].as_str().unwrap_or_default();
+            let data = question["data"].to_string();
+            match RawValue::from_string(data).map(|d| local.direct_here(session, &d)) {
+                Ok(Ok(found)) => answer["found"] = json!(found),
+                Ok(Err(e)) => {
+                    answer["found"] = json!(true);
+                    answer["error"] = json!(e);
+                }
+                Err(_) => return,
+            }
+        }
+        _ => return,
+    }
+    let Ok(mut connection) = shared.control() else {
+        return;
+    };
+    let channel = shared.node_channel_of(from);
+    tokio::spawn(async move {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(answer.to_string());
+        let _ =
+            tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut connection)).await;
+    });
 }
 
 /// Marks `room` subscribed on the current link and releases the subscribes waiting for it.
@@ -542,10 +827,8 @@ fn gap(shared: &Shared, room: &str) {
     let _ = Delivery::to_node(broadcaster, None, room, frame, None);
 }
 
-fn canary_back(shared: &Shared, payload: &[u8]) {
-    let sent = std::str::from_utf8(payload)
-        .ok()
-        .and_then(|s| s.parse::<u128>().ok());
+fn canary_back(shared: &Shared, sent: Option<&str>) {
+    let sent = sent.and_then(|s| s.parse::<u128>().ok());
     let mut canary = lock(&shared.canary);
     canary.pending_since = None;
     canary.last_back = Some(Instant::now());

@@ -6,18 +6,20 @@
 
 use std::sync::{atomic::Ordering, Arc};
 
-use actix::prelude::SendError;
+use serde_json::json;
 use switchboard_admin::{
-    hub::{HubError, Readiness, RoomDetail, RoomMember, RoomSummary, SessionInfo},
+    hub::{
+        HubError, NodeInfo, NodeMembers, Readiness, RoomDetail, RoomMember, RoomSummary,
+        SessionInfo,
+    },
     Hub, PolicyStore,
 };
-use switchboard_protocol::{RawValue, Scope, ServerFrame};
+use switchboard_protocol::{RawValue, Scope};
 
 use crate::{
-    codec::text_frame,
-    messages::Command,
+    cluster::LocalNode,
     metrics::{metrics, Source},
-    node::{Node, SessionEntry},
+    node::{DirectError, Node, SessionEntry},
     publish::{publish, Payload, Publication, PublishError},
     room::ListMembers,
     transport::handshake::is_protocol_room,
@@ -83,13 +85,41 @@ impl Hub for Control {
                 }
             }
         }
-        if members.is_empty() {
+        members.sort_by(|a, b| a.session.cmp(&b.session));
+        let here = NodeMembers {
+            node: self.node.config.node_id.clone(),
+            members: members.len(),
+        };
+        let (mut nodes, missing) = match &self.node.cluster {
+            None => (vec![here], Vec::new()),
+            Some(cluster) => match cluster.ask(json!({"what":"room","room":name})).await {
+                Ok(answers) => {
+                    let nodes = answers
+                        .answers
+                        .iter()
+                        .map(|a| NodeMembers {
+                            node: a["node"].as_str().unwrap_or_default().to_owned(),
+                            members: a["members"].as_u64().unwrap_or(0) as usize,
+                        })
+                        .collect();
+                    (nodes, answers.missing)
+                }
+                // Redis is out of reach: this node's own count is all there is.
+                Err(e) => {
+                    tracing::warn!(error = %e, "room: the other nodes could not be asked");
+                    (vec![here], Vec::new())
+                }
+            },
+        };
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        if members.is_empty() && nodes.iter().all(|n| n.members == 0) {
             return None;
         }
-        members.sort_by(|a, b| a.session.cmp(&b.session));
         Some(RoomDetail {
             name: name.to_owned(),
             members,
+            nodes,
+            missing,
         })
     }
 
@@ -115,48 +145,74 @@ impl Hub for Control {
         self.node.sessions.get(&id).map(|e| Self::entry_info(&e))
     }
 
-    fn kick(&self, id: &str) -> bool {
-        let Some(id) = self.node.parse_session_id(id) else {
-            return false;
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, HubError> {
+        let records = match &self.node.cluster {
+            Some(cluster) => cluster.nodes().await.map_err(HubError::Unavailable)?,
+            None => {
+                let mut record = LocalNode::record(&*self.node);
+                record.last_seen = crate::unix_now();
+                vec![record]
+            }
         };
-        let Some((commands, info)) = self
-            .node
-            .sessions
-            .get(&id)
-            .map(|e| (e.commands.clone(), e.info.clone()))
-        else {
-            return false;
-        };
-        // Bypasses the mailbox bound, so that a session with a busy mailbox is still kicked; the
-        // flag makes that at most one message per session, however often it is kicked.
-        if !info.kicked.swap(true, Ordering::Relaxed) {
-            commands.do_send(Command::Kick);
-        }
-        true
+        Ok(records
+            .into_iter()
+            .map(|r| NodeInfo {
+                id: r.id,
+                address: r.address,
+                version: r.version,
+                sessions: r.sessions,
+                last_seen: r.last_seen,
+            })
+            .collect())
     }
 
-    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
-        let max = self.node.config.max_message_bytes;
-        let text = ServerFrame::Direct { data, from: ADMIN }.encode();
-        if text.len() > max {
-            return Err(HubError::TooLarge {
-                limit: max,
-                size: text.len(),
-            });
+    async fn kick(&self, id: &str) -> bool {
+        if self.node.kick_local(id) {
+            return true;
         }
-        let id = self.node.parse_session_id(id).ok_or(HubError::NotFound)?;
-        let entry = self.node.sessions.get(&id).ok_or(HubError::NotFound)?;
-        // Through the session's own handle, not a clone: actix bounds a mailbox per sender
-        // handle, and this is the bound of `session::connection::MAILBOX_CAPACITY`.
-        match entry
-            .commands
-            .try_send(Command::Direct(text_frame(text.as_bytes())))
-        {
-            Ok(()) => Ok(()),
-            Err(SendError::Full(_)) => Err(HubError::Unavailable(
-                "the session's mailbox is full; retry".into(),
-            )),
-            Err(SendError::Closed(_)) => Err(HubError::NotFound),
+        // Another node's session, perhaps: the node that has it acts.
+        let Some(cluster) = &self.node.cluster else {
+            return false;
+        };
+        match cluster.ask(json!({"what":"kick","session":id})).await {
+            Ok(answers) => answers.answers.iter().any(|a| a["found"] == true),
+            Err(e) => {
+                tracing::warn!(error = %e, "kick: the other nodes could not be asked");
+                false
+            }
+        }
+    }
+
+    async fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
+        match self.node.direct_local(id, data) {
+            Ok(()) => return Ok(()),
+            Err(DirectError::TooLarge { limit, size }) => {
+                return Err(HubError::TooLarge { limit, size })
+            }
+            Err(DirectError::Full) => {
+                return Err(HubError::Unavailable(
+                    "the session's mailbox is full; retry".into(),
+                ))
+            }
+            Err(DirectError::NotFound) => {}
+        }
+        let Some(cluster) = &self.node.cluster else {
+            return Err(HubError::NotFound);
+        };
+        let answers = cluster
+            .ask(json!({"what":"direct","session":id,"data":data}))
+            .await
+            .map_err(HubError::Unavailable)?;
+        match answers.answers.iter().find(|a| a["found"] == true) {
+            Some(answer) => match answer["error"].as_str() {
+                Some(e) => Err(HubError::Unavailable(e.to_owned())),
+                None => Ok(()),
+            },
+            None if answers.missing.is_empty() => Err(HubError::NotFound),
+            None => Err(HubError::Unavailable(format!(
+                "no node answered that it has the session; not answering: {}",
+                answers.missing.join(", ")
+            ))),
         }
     }
 

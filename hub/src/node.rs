@@ -8,14 +8,16 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use actix::Recipient;
+use actix::{prelude::SendError, Recipient};
 use dashmap::DashMap;
 use switchboard_admin::{Mode, PolicyStore};
+use switchboard_protocol::{RawValue, ServerFrame};
 
 use crate::{
     broadcaster::Broadcaster,
     broker::{Broker, LocalBroker},
-    cluster::RedisBroker,
+    cluster::{LocalNode, NodeRecord, RedisBroker, Shared},
+    codec::text_frame,
     config::Config,
     events::{MembershipObserver, Observers},
     messages::Command,
@@ -30,6 +32,8 @@ pub struct Node {
     pub(crate) broadcaster: Arc<Broadcaster>,
     /// Carries cluster-scope publishes; see `broker.rs`.
     pub(crate) broker: Box<dyn Broker>,
+    /// In cluster mode, the Redis bridge, for what the admin API asks of every node.
+    pub(crate) cluster: Option<Arc<Shared>>,
     /// Who hears of membership transitions (see `events.rs`).
     pub(crate) observers: Observers,
     /// The live handshake policy: read by every handshake, replaced whole by the admin API.
@@ -69,8 +73,8 @@ impl Node {
         });
         let observers = Observers::new(observers);
         let broadcaster = Arc::new(Broadcaster::new(observers.clone()));
-        let broker: Box<dyn Broker> = match cluster {
-            Some(shared) => Box::new(RedisBroker::start(shared, broadcaster.clone())),
+        let broker: Box<dyn Broker> = match &cluster {
+            Some(shared) => Box::new(RedisBroker::start(shared.clone(), broadcaster.clone())),
             None => Box::new(LocalBroker::new(broadcaster.clone())),
         };
         let nanos = SystemTime::now()
@@ -78,18 +82,25 @@ impl Node {
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
         let instance = nanos ^ std::process::id().rotate_left(16);
         let policy = Arc::new(PolicyStore::new(config.policy.clone()));
-        Arc::new(Node {
+        let node = Arc::new(Node {
             config,
             policy,
             broadcaster,
             broker,
+            cluster: cluster.clone(),
             observers,
             sessions: DashMap::new(),
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             instance,
-        })
+        });
+        if let Some(shared) = &cluster {
+            // Weak: the bridge must not keep the node alive.
+            let local: std::sync::Weak<dyn LocalNode> = Arc::downgrade(&node) as _;
+            shared.set_local(local);
+        }
+        node
     }
 
     /// The node's configuration.
@@ -146,6 +157,99 @@ impl Node {
             return None;
         }
         n.parse().ok().map(SessionId)
+    }
+}
+
+/// Why a direct message did not reach a session of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DirectError {
+    NotFound,
+    TooLarge {
+        limit: usize,
+        size: usize,
+    },
+    /// The session's mailbox is full.
+    Full,
+}
+
+impl Node {
+    /// Kicks this node's session `label` (close 4001); false when it is not here.
+    pub(crate) fn kick_local(&self, label: &str) -> bool {
+        let Some(id) = self.parse_session_id(label) else {
+            return false;
+        };
+        let Some((commands, info)) = self
+            .sessions
+            .get(&id)
+            .map(|e| (e.commands.clone(), e.info.clone()))
+        else {
+            return false;
+        };
+        // Bypasses the mailbox bound, so that a session with a busy mailbox is still kicked; the
+        // flag makes that at most one message per session, however often it is kicked.
+        if !info.kicked.swap(true, Ordering::Relaxed) {
+            commands.do_send(Command::Kick);
+        }
+        true
+    }
+
+    /// Sends this node's session `label` `{"op":"direct","data":..,"from":"admin"}`.
+    pub(crate) fn direct_local(&self, label: &str, data: &RawValue) -> Result<(), DirectError> {
+        let max = self.config.max_message_bytes;
+        let text = ServerFrame::Direct {
+            data,
+            from: "admin",
+        }
+        .encode();
+        if text.len() > max {
+            return Err(DirectError::TooLarge {
+                limit: max,
+                size: text.len(),
+            });
+        }
+        let id = self.parse_session_id(label).ok_or(DirectError::NotFound)?;
+        let entry = self.sessions.get(&id).ok_or(DirectError::NotFound)?;
+        // Through the session's own handle, not a clone: actix bounds a mailbox per sender
+        // handle, and this is the bound of `session::connection::MAILBOX_CAPACITY`.
+        match entry
+            .commands
+            .try_send(Command::Direct(text_frame(text.as_bytes())))
+        {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(_)) => Err(DirectError::Full),
+            Err(SendError::Closed(_)) => Err(DirectError::NotFound),
+        }
+    }
+}
+
+impl LocalNode for Node {
+    fn record(&self) -> NodeRecord {
+        NodeRecord {
+            id: self.config.node_id.clone(),
+            address: self.config.listen.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            sessions: self.connections(),
+            last_seen: 0,
+        }
+    }
+
+    fn members_of(&self, room: &str) -> usize {
+        self.broadcaster.members_of(room)
+    }
+
+    fn kick_here(&self, session: &str) -> bool {
+        self.kick_local(session)
+    }
+
+    fn direct_here(&self, session: &str, data: &RawValue) -> Result<bool, String> {
+        match self.direct_local(session, data) {
+            Ok(()) => Ok(true),
+            Err(DirectError::NotFound) => Ok(false),
+            Err(DirectError::Full) => Err("the session's mailbox is full; retry".to_owned()),
+            Err(DirectError::TooLarge { limit, size }) => Err(format!(
+                "message of {size} bytes is over the {limit}-byte limit"
+            )),
+        }
     }
 }
 

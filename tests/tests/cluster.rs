@@ -706,3 +706,112 @@ async fn a_room_joined_while_redis_is_down_is_subscribed_when_it_returns() {
         Some(json!("back"))
     );
 }
+
+/// Polls `GET /admin/nodes` on `hub` until it lists exactly `ids`; returns the list.
+async fn wait_nodes(hub: &TestHub, ids: &[&str], within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let reply = hub.admin("GET", "/admin/nodes", None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let nodes = reply.json().as_array().cloned().unwrap_or_default();
+        let listed: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+        if listed == ids {
+            return nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/admin/nodes lists {listed:?}, not {ids:?}, after {within:?}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_lists_the_nodes_and_counts_a_room_on_each() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut c = node(&redis.url(), "c");
+    let nodes = wait_nodes(&a, &["a", "b", "c"], Duration::from_secs(10)).await;
+    for n in &nodes {
+        assert!(n["version"].is_string() && n["address"].is_string(), "{n}");
+        assert!(n["last_seen"].as_u64().unwrap() > 0, "{n}");
+    }
+    let mut on_a = Client::connect(&a).await;
+    on_a.subscribe("counted").await;
+    let mut on_b = spread_clients(&b, 2).await;
+    for m in &mut on_b {
+        m.subscribe("counted").await;
+    }
+    let mut on_c = Client::connect(&c).await;
+    on_c.subscribe("counted").await;
+    let reply = a.admin("GET", "/admin/rooms/counted", None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let room = reply.json();
+    assert_eq!(room["members"].as_array().unwrap().len(), 1, "{room}");
+    assert_eq!(
+        room["nodes"],
+        json!([{"node":"a","members":1},{"node":"b","members":2},{"node":"c","members":1}]),
+        "{room}"
+    );
+    assert_eq!(room["missing"], json!([]), "{room}");
+    // A room with members only elsewhere is still shown, with none here.
+    let reply = b.admin("GET", "/admin/rooms/counted", None).await;
+    assert_eq!(reply.json()["nodes"][0], json!({"node":"a","members":1}));
+
+    // A stopped node (its registry entry not yet expired) is listed as missing, and the
+    // others' counts still come back, within a bounded time.
+    c.terminate();
+    c.wait_exit(Duration::from_secs(10));
+    let started = Instant::now();
+    let reply = a.admin("GET", "/admin/rooms/counted", None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the answer took {:?}",
+        started.elapsed()
+    );
+    let room = reply.json();
+    assert_eq!(
+        room["nodes"],
+        json!([{"node":"a","members":1},{"node":"b","members":2}]),
+        "{room}"
+    );
+    assert_eq!(room["missing"], json!(["c"]), "{room}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_kick_and_send_reach_a_session_on_another_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    wait_nodes(&a, &["a", "b"], Duration::from_secs(10)).await;
+    let mut target = Client::connect(&b).await;
+    let id = target.session().to_owned();
+    let reply = a
+        .admin(
+            "POST",
+            &format!("/admin/sessions/{id}/send"),
+            Some(&json!({"data":{"hello":"from a"}})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        target.recv().await,
+        json!({"op":"direct","data":{"hello":"from a"},"from":"admin"})
+    );
+    let reply = a
+        .admin(
+            "POST",
+            "/admin/sessions/nobody-1/send",
+            Some(&json!({"data":1})),
+        )
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    let reply = a
+        .admin("DELETE", &format!("/admin/sessions/{id}"), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(target.recv_close().await, Some(4001));
+    let reply = a.admin("DELETE", "/admin/sessions/nobody-1", None).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+}

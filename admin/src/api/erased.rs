@@ -10,7 +10,7 @@ use std::pin::Pin;
 use serde_json::value::RawValue;
 use switchboard_protocol::Scope;
 
-use crate::hub::{Hub, HubError, Readiness, RoomDetail, RoomSummary, SessionInfo};
+use crate::hub::{Hub, HubError, NodeInfo, Readiness, RoomDetail, RoomSummary, SessionInfo};
 use crate::policy::PolicyStore;
 
 /// A future polled on the worker that created it.
@@ -21,8 +21,10 @@ pub(crate) trait DynHub: Send + Sync {
     fn room<'a>(&'a self, name: &'a str) -> LocalFuture<'a, Option<RoomDetail>>;
     fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo>;
     fn session(&self, id: &str) -> Option<SessionInfo>;
-    fn kick(&self, id: &str) -> bool;
-    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError>;
+    fn nodes(&self) -> LocalFuture<'_, Result<Vec<NodeInfo>, HubError>>;
+    fn kick<'a>(&'a self, id: &'a str) -> LocalFuture<'a, bool>;
+    fn send<'a>(&'a self, id: &'a str, data: &'a RawValue)
+        -> LocalFuture<'a, Result<(), HubError>>;
     fn publish<'a>(
         &'a self,
         room: &'a str,
@@ -51,12 +53,20 @@ impl<H: Hub + Send + Sync> DynHub for H {
         Hub::session(self, id)
     }
 
-    fn kick(&self, id: &str) -> bool {
-        Hub::kick(self, id)
+    fn nodes(&self) -> LocalFuture<'_, Result<Vec<NodeInfo>, HubError>> {
+        Box::pin(Hub::nodes(self))
     }
 
-    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
-        Hub::send(self, id, data)
+    fn kick<'a>(&'a self, id: &'a str) -> LocalFuture<'a, bool> {
+        Box::pin(Hub::kick(self, id))
+    }
+
+    fn send<'a>(
+        &'a self,
+        id: &'a str,
+        data: &'a RawValue,
+    ) -> LocalFuture<'a, Result<(), HubError>> {
+        Box::pin(Hub::send(self, id, data))
     }
 
     fn publish<'a>(

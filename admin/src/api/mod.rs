@@ -15,6 +15,7 @@ mod erased;
 mod error;
 mod health;
 pub mod model;
+mod nodes;
 mod rooms;
 mod sessions;
 
@@ -147,6 +148,7 @@ where
                         resource("/endpoints/{name}/subprotocols/{protocol}", "DELETE")
                             .route(web::delete().to(endpoints::remove_subprotocol)),
                     )
+                    .service(resource("/nodes", "GET").route(web::get().to(nodes::list_nodes)))
                     .service(resource("/rooms", "GET").route(web::get().to(rooms::list_rooms)))
                     .service(resource("/rooms/{room}", "GET").route(web::get().to(rooms::get_room)))
                     .service(
@@ -223,6 +225,7 @@ async fn openapi_json() -> HttpResponse {
         endpoints::list_subprotocols,
         endpoints::add_subprotocol,
         endpoints::remove_subprotocol,
+        nodes::list_nodes,
         rooms::list_rooms,
         rooms::get_room,
         rooms::publish,
@@ -238,8 +241,11 @@ async fn openapi_json() -> HttpResponse {
         (name = "meta", description = "This API's description"),
         (name = "policy", description = "Endpoints, origins and subprotocols; changes apply \
             from the next handshake"),
-        (name = "rooms", description = "Rooms with members on this node"),
-        (name = "sessions", description = "Sessions on this node"),
+        (name = "cluster", description = "The nodes of the cluster"),
+        (name = "rooms", description = "Rooms: members on this node, and in cluster mode \
+            member counts on every node"),
+        (name = "sessions", description = "Sessions on this node; kick and send reach a \
+            session on any node of the cluster"),
     )
 )]
 struct ApiDoc;

@@ -34,16 +34,20 @@ pub(crate) async fn list_rooms(
     HttpResponse::Ok().json(RoomPage { items, next_cursor })
 }
 
-/// One room's members on this node.
+/// One room's members on this node, and its member count on every node: in cluster mode each
+/// node is asked, and a node that does not answer within a second is listed under `missing`
+/// while the others' counts still come back.
 #[utoipa::path(
     get,
     path = "/admin/rooms/{room}",
     tag = "rooms",
     params(RoomPath),
     responses(
-        (status = 200, description = "The room and its members on this node", body = RoomDetail),
+        (status = 200, description = "The room, its members on this node and its member \
+            count on every node", body = RoomDetail),
         (status = 400, description = "The path cannot be decoded", body = ErrorBody),
-        (status = 404, description = "The room has no members on this node", body = ErrorBody),
+        (status = 404, description = "The room has no members on any node that answered",
+            body = ErrorBody),
         (status = 422, description = "Not a valid room name (`invalid_room`)", body = ErrorBody),
     )
 )]
@@ -55,7 +59,7 @@ pub(crate) async fn get_room(
     match admin.hub.room(&path.room).await {
         Some(detail) => Ok(HttpResponse::Ok().json(detail)),
         None => Err(ApiError::not_found(format!(
-            "room {:?} has no members on this node",
+            "room {:?} has no members on any node that answered",
             path.room
         ))),
     }

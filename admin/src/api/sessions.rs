@@ -72,7 +72,7 @@ pub(crate) async fn kick_session(
     admin: web::Data<Admin>,
     path: web::Path<SessionPath>,
 ) -> Result<HttpResponse, ApiError> {
-    if !admin.hub.kick(&path.id) {
+    if !admin.hub.kick(&path.id).await {
         return Err(no_session(&path.id));
     }
     Ok(HttpResponse::Ok().json(Kicked {
@@ -107,6 +107,7 @@ pub(crate) async fn send_to_session(
     admin
         .hub
         .send(&path.id, &body.data)
+        .await
         .map_err(|error| match error {
             HubError::NotFound => no_session(&path.id),
             other => other.into(),

@@ -72,17 +72,17 @@ async fn admin_direct_sends_queue_up_to_the_mailbox_bound_then_answer_unavailabl
     let control = Control::new(session.node.clone());
     let data: Box<RawValue> = RawValue::from_string("{\"n\":1}".into()).unwrap();
     for n in 0..MAILBOX_CAPACITY {
-        assert!(control.send(&id, &data).is_ok(), "send {n}");
+        assert!(control.send(&id, &data).await.is_ok(), "send {n}");
     }
     assert!(matches!(
-        control.send(&id, &data),
+        control.send(&id, &data).await,
         Err(HubError::Unavailable(_))
     ));
     // Once the session runs, each accepted frame is in its outbox (after the welcome), and the
     // mailbox takes sends again.
     assert!(session.run());
     assert_eq!(session.out.borrow().len_frames(), 1 + MAILBOX_CAPACITY);
-    assert!(control.send(&id, &data).is_ok());
+    assert!(control.send(&id, &data).await.is_ok());
 }
 
 #[actix_rt::test]
@@ -91,8 +91,8 @@ async fn a_kick_reaches_a_session_whose_mailbox_is_full() {
     let id = session.label();
     let control = Control::new(session.node.clone());
     let data: Box<RawValue> = RawValue::from_string("1".into()).unwrap();
-    while control.send(&id, &data).is_ok() {}
-    assert!(control.kick(&id));
+    while control.send(&id, &data).await.is_ok() {}
+    assert!(control.kick(&id).await);
     assert!(!session.run(), "the kicked session ends");
     // Every direct frame, then the close frame, and the session has ended.
     let out = session.out.borrow();

@@ -12,8 +12,8 @@ use serde_json::Value;
 use switchboard_protocol::Scope;
 
 use crate::{
-    Hub, HubError, Mode, Policy, PolicyStore, Readiness, RoomDetail, RoomMember, RoomSummary,
-    SessionInfo,
+    Hub, HubError, Mode, NodeInfo, NodeMembers, Policy, PolicyStore, Readiness, RoomDetail,
+    RoomMember, RoomSummary, SessionInfo,
 };
 
 pub(super) const TOKEN: &str = "s3cret-admin-token";
@@ -114,8 +114,23 @@ impl Hub for FakeHub {
         let members = self.rooms.lock().unwrap().get(name)?.clone();
         Some(RoomDetail {
             name: name.to_owned(),
+            nodes: vec![NodeMembers {
+                node: "fake".to_owned(),
+                members: members.len(),
+            }],
             members,
+            missing: Vec::new(),
         })
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, HubError> {
+        Ok(vec![NodeInfo {
+            id: "fake".to_owned(),
+            address: "127.0.0.1:8080".to_owned(),
+            version: "0".to_owned(),
+            sessions: self.sessions.lock().unwrap().len(),
+            last_seen: 0,
+        }])
     }
 
     fn sessions(&self, after: Option<&str>, limit: usize) -> Vec<SessionInfo> {
@@ -133,7 +148,7 @@ impl Hub for FakeHub {
         self.sessions.lock().unwrap().get(id).cloned()
     }
 
-    fn kick(&self, id: &str) -> bool {
+    async fn kick(&self, id: &str) -> bool {
         let found = self.sessions.lock().unwrap().remove(id).is_some();
         if found {
             self.kicked.lock().unwrap().push(id.to_owned());
@@ -141,7 +156,7 @@ impl Hub for FakeHub {
         found
     }
 
-    fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
+    async fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError> {
         if !self.sessions.lock().unwrap().contains_key(id) {
             return Err(HubError::NotFound);
         }

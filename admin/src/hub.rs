@@ -54,6 +54,12 @@ pub trait Hub: 'static {
 
     /// The live handshake policy.
     fn policy(&self) -> &PolicyStore;
+
+    /// The policy was edited through the API (and saved to the state file, if there is one):
+    /// in cluster mode the hub shares the change with every node. `Err` when it could not.
+    async fn policy_changed(&self) -> Result<(), HubError> {
+        Ok(())
+    }
 }
 
 /// What `/readyz` reports.

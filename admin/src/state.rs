@@ -100,46 +100,7 @@ impl StateFile {
                 })
             }
         };
-        let document: StateDocument =
-            serde_json::from_slice(&bytes).map_err(|error| self.corrupt(error.to_string()))?;
-        if document.version != STATE_VERSION {
-            return Err(self.corrupt(format!(
-                "unsupported version {} (expected {STATE_VERSION})",
-                document.version
-            )));
-        }
-
-        let mut policy = base;
-        let mut warnings = Vec::new();
-        for (name, saved) in document.endpoints {
-            let Some(endpoint) = policy.endpoint(&name) else {
-                warnings.push(format!(
-                    "{}: endpoint {name:?} is not configured; its saved origins and \
-                     subprotocols are ignored",
-                    self.path.display()
-                ));
-                continue;
-            };
-            let mut endpoint = endpoint.clone();
-            endpoint.origins = saved
-                .origins
-                .iter()
-                .map(|text| text.parse::<OriginRule>())
-                .collect::<Result<_, _>>()
-                .map_err(|error| self.corrupt(format!("endpoint {name:?}: {error}")))?;
-            endpoint.subprotocols = saved
-                .subprotocols
-                .into_iter()
-                .map(|p| Subprotocol {
-                    name: p.name,
-                    mode: p.mode,
-                })
-                .collect();
-            policy = policy
-                .with_endpoint_replaced(endpoint)
-                .map_err(|error| self.corrupt(error.to_string()))?;
-        }
-        Ok((policy, warnings))
+        apply(base, &bytes, &self.path.display().to_string()).map_err(|reason| self.corrupt(reason))
     }
 
     /// Writes the origins and subprotocols of every endpoint of `policy`, replacing the file
@@ -159,27 +120,7 @@ impl StateFile {
     }
 
     fn write(&self, policy: &Policy) -> Result<(), StateError> {
-        let document = StateDocument {
-            version: STATE_VERSION,
-            endpoints: policy
-                .endpoints()
-                .iter()
-                .map(|e| {
-                    let state = EndpointState {
-                        origins: e.origins.iter().map(ToString::to_string).collect(),
-                        subprotocols: e
-                            .subprotocols
-                            .iter()
-                            .map(|p| SubprotocolState {
-                                name: p.name.clone(),
-                                mode: p.mode,
-                            })
-                            .collect(),
-                    };
-                    (e.name.clone(), state)
-                })
-                .collect(),
-        };
+        let document = document_of(policy);
         let mut text = serde_json::to_vec_pretty(&document).map_err(|error| StateError::Write {
             path: self.path.clone(),
             source: io::Error::other(error),
@@ -238,4 +179,80 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(not(unix))]
 fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
+}
+/// The state document of `policy`: the origins and subprotocols of every endpoint, as the
+/// state file holds them (and, in cluster mode, the cluster's shared copy).
+fn document_of(policy: &Policy) -> StateDocument {
+    StateDocument {
+        version: STATE_VERSION,
+        endpoints: policy
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let state = EndpointState {
+                    origins: e.origins.iter().map(ToString::to_string).collect(),
+                    subprotocols: e
+                        .subprotocols
+                        .iter()
+                        .map(|p| SubprotocolState {
+                            name: p.name.clone(),
+                            mode: p.mode,
+                        })
+                        .collect(),
+                };
+                (e.name.clone(), state)
+            })
+            .collect(),
+    }
+}
+
+/// `policy`'s origins and subprotocols as a state document (JSON), for a store other than the
+/// state file.
+pub fn encode(policy: &Policy) -> String {
+    serde_json::to_string(&document_of(policy)).unwrap_or_default()
+}
+
+/// `base` with the origins and subprotocols of a state document (`bytes`), and a warning for
+/// each endpoint the document names that `base` lacks; `source` names the document in those.
+pub fn apply(base: Policy, bytes: &[u8], source: &str) -> Result<(Policy, Vec<String>), String> {
+    let document: StateDocument =
+        serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+    if document.version != STATE_VERSION {
+        return Err(format!(
+            "unsupported version {} (expected {STATE_VERSION})",
+            document.version
+        ));
+    }
+
+    let mut policy = base;
+    let mut warnings = Vec::new();
+    for (name, saved) in document.endpoints {
+        let Some(endpoint) = policy.endpoint(&name) else {
+            warnings.push(format!(
+                "{}: endpoint {name:?} is not configured; its saved origins and \
+                     subprotocols are ignored",
+                source
+            ));
+            continue;
+        };
+        let mut endpoint = endpoint.clone();
+        endpoint.origins = saved
+            .origins
+            .iter()
+            .map(|text| text.parse::<OriginRule>())
+            .collect::<Result<_, _>>()
+            .map_err(|error| format!("endpoint {name:?}: {error}"))?;
+        endpoint.subprotocols = saved
+            .subprotocols
+            .into_iter()
+            .map(|p| Subprotocol {
+                name: p.name,
+                mode: p.mode,
+            })
+            .collect();
+        policy = policy
+            .with_endpoint_replaced(endpoint)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok((policy, warnings))
 }

@@ -105,6 +105,8 @@ pub(crate) trait LocalNode: Send + Sync {
     /// Sends the session with this id, if it is here, a direct message: `Ok(false)` when it is
     /// not here, `Err` when it is but its mailbox is full.
     fn direct_here(&self, session: &str, data: &RawValue) -> Result<bool, String>;
+    /// Puts the cluster's shared policy document (origins and subprotocols) in force here.
+    fn apply_policy(&self, document: &[u8]);
 }
 
 /// A node as the registry lists it (`<prefix>:nodeinfo:<id>`, JSON).
@@ -251,6 +253,30 @@ impl Shared {
     /// The channel every node listens to: questions to all nodes.
     fn nodes_channel(&self) -> String {
         format!("{}:nodes", self.prefix)
+    }
+
+    fn policy_key(&self) -> String {
+        format!("{}:policy", self.prefix)
+    }
+
+    /// Stores `document` (this node's policy after an admin edit) as the cluster's and tells
+    /// every node, which puts it in force within about a round trip.
+    pub(crate) async fn share_policy(&self, document: String) -> Result<(), String> {
+        let mut connection = self.control()?;
+        let mut set = redis::cmd("SET");
+        set.arg(self.policy_key()).arg(document);
+        tokio::time::timeout(PUBLISH_TIMEOUT, set.query_async::<()>(&mut connection))
+            .await
+            .map_err(|_| "redis 0 did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let mut publish = redis::cmd("PUBLISH");
+        let announce = json!({"t":"policy","from":self.node_id}).to_string();
+        publish.arg(self.nodes_channel()).arg(announce);
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish.query_async::<i64>(&mut connection))
+            .await
+            .map_err(|_| "redis 0 did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     fn registry_key(&self, node: &str) -> String {
@@ -621,6 +647,10 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         .with_label_values(&[&shard.index.to_string()])
         .set(1);
     tracing::info!(redis = shard.index, rooms = wanted.len(), "redis link up");
+    if shard.index == 0 {
+        // Changes made while this node was away (or before it started) are in force from now.
+        load_policy(shared);
+    }
     if was_linked {
         // The link was lost and is back: whatever was published meanwhile may be missing.
         for room in &wanted {
@@ -709,6 +739,12 @@ fn on_question(shared: &Shared, payload: &[u8]) {
     let Ok(question) = serde_json::from_slice::<Value>(payload) else {
         return;
     };
+    if question["t"] == "policy" {
+        if question["from"] != shared.node_id.as_str() {
+            load_policy(shared);
+        }
+        return;
+    }
     let (Some("ask"), Some(q), Some(from)) = (
         question["t"].as_str(),
         question["q"].as_u64(),
@@ -752,6 +788,29 @@ fn on_question(shared: &Shared, payload: &[u8]) {
         cmd.arg(channel).arg(answer.to_string());
         let _ =
             tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut connection)).await;
+    });
+}
+
+/// Reads the cluster's policy document and puts it in force here (none stored: nothing to do).
+fn load_policy(shared: &Shared) {
+    let (Ok(mut connection), Some(local)) = (shared.control(), shared.local()) else {
+        return;
+    };
+    let key = shared.policy_key();
+    tokio::spawn(async move {
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        match tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            get.query_async::<Option<Vec<u8>>>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(Some(document))) => local.apply_policy(&document),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the cluster's policy could not be read"),
+            Err(_) => tracing::warn!("the cluster's policy could not be read in time"),
+        }
     });
 }
 

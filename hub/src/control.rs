@@ -254,6 +254,17 @@ impl Hub for Control {
         metrics().render(self.node.rooms())
     }
 
+    async fn policy_changed(&self) -> Result<(), HubError> {
+        let Some(cluster) = &self.node.cluster else {
+            return Ok(());
+        };
+        let document = switchboard_admin::state::encode(&self.node.policy.snapshot());
+        cluster
+            .share_policy(document)
+            .await
+            .map_err(HubError::Unavailable)
+    }
+
     fn policy(&self) -> &PolicyStore {
         &self.node.policy
     }

@@ -241,6 +241,25 @@ impl LocalNode for Node {
         self.kick_local(session)
     }
 
+    fn apply_policy(&self, document: &[u8]) {
+        // On top of the configuration's policy, like the state file at start: endpoints and
+        // tokens stay this node's own, origins and subprotocols are the cluster's.
+        match switchboard_admin::state::apply(
+            self.config.policy.clone(),
+            document,
+            "the cluster's policy",
+        ) {
+            Ok((policy, warnings)) => {
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                self.policy.replace(policy);
+                tracing::info!("the cluster's policy is in force");
+            }
+            Err(e) => tracing::error!(error = %e, "the cluster's policy is refused"),
+        }
+    }
+
     fn direct_here(&self, session: &str, data: &RawValue) -> Result<bool, String> {
         match self.direct_local(session, data) {
             Ok(()) => Ok(true),

@@ -815,3 +815,70 @@ async fn admin_kick_and_send_reach_a_session_on_another_node() {
     let reply = a.admin("DELETE", "/admin/sessions/nobody-1", None).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
 }
+
+/// Whether a handshake to `hub`'s default endpoint with this `Origin` is admitted.
+async fn admits(hub: &TestHub, origin: &str) -> bool {
+    Client::open_json(&hub.ws_url(), &[("Origin", origin)])
+        .await
+        .is_ok()
+}
+
+/// Polls until `hub` admits (or refuses) `origin`, within `within`.
+async fn wait_admits(hub: &TestHub, origin: &str, want: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while admits(hub, origin).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "{origin} still {} after {within:?}",
+            if want { "refused" } else { "admitted" }
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_added_on_one_node_applies_on_every_node() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    for hub in [&a, &b] {
+        wait_readyz(hub, 200, Duration::from_secs(5)).await;
+        assert!(
+            admits(hub, "https://evil.example").await,
+            "no allowlist yet"
+        );
+    }
+    let reply = a
+        .admin(
+            "POST",
+            "/admin/endpoints/default/origins",
+            Some(&json!({"origin": "https://app.example.com"})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    // Within a second on the other node.
+    wait_admits(&b, "https://evil.example", false, Duration::from_secs(1)).await;
+    assert!(admits(&b, "https://app.example.com").await);
+    let reply = b
+        .admin(
+            "POST",
+            "/admin/endpoints/default/origins",
+            Some(&json!({"origin": "https://other.example.com"})),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    wait_admits(
+        &a,
+        "https://other.example.com",
+        true,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(!admits(&a, "https://evil.example").await);
+    // A node that starts later loads the cluster's policy.
+    let c = node(&redis.url(), "c");
+    wait_readyz(&c, 200, Duration::from_secs(5)).await;
+    wait_admits(&c, "https://evil.example", false, Duration::from_secs(1)).await;
+    assert!(admits(&c, "https://app.example.com").await);
+    assert!(admits(&c, "https://other.example.com").await);
+}

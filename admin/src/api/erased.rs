@@ -34,6 +34,7 @@ pub(crate) trait DynHub: Send + Sync {
     fn readiness(&self) -> Readiness;
     fn metrics(&self) -> String;
     fn policy(&self) -> &PolicyStore;
+    fn policy_changed(&self) -> LocalFuture<'_, Result<(), HubError>>;
 }
 
 impl<H: Hub + Send + Sync> DynHub for H {
@@ -88,5 +89,9 @@ impl<H: Hub + Send + Sync> DynHub for H {
 
     fn policy(&self) -> &PolicyStore {
         Hub::policy(self)
+    }
+
+    fn policy_changed(&self) -> LocalFuture<'_, Result<(), HubError>> {
+        Box::pin(Hub::policy_changed(self))
     }
 }

@@ -65,8 +65,21 @@ pub(crate) struct Admin {
 }
 
 impl Admin {
-    /// Saves the live policy after an edit, off the worker thread (a save waits for the disk).
+    /// Saves the live policy after an edit, off the worker thread (a save waits for the disk),
+    /// and lets the hub share it with the other nodes of its cluster.
     async fn persist(&self) -> Result<(), ApiError> {
+        self.save().await?;
+        self.hub.policy_changed().await.map_err(|error| {
+            ApiError::unavailable(
+                ApiErrorCode::PersistFailed,
+                format!(
+                    "the change is in force on this node but not shared with the cluster: {error}"
+                ),
+            )
+        })
+    }
+
+    async fn save(&self) -> Result<(), ApiError> {
         let Some(file) = self.state.clone() else {
             return Ok(());
         };

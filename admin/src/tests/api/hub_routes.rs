@@ -122,7 +122,7 @@ async fn a_room_is_shown_by_its_encoded_name() {
         json!({"name": "team/42: daily chat", "members": [
             {"session": "s1", "user": "user-s1", "worker": 0},
             {"session": "s2", "user": "user-s2", "worker": 0}
-        ]})
+        ], "nodes": [{"node": "fake", "members": 2}], "missing": []})
     );
     let reply = send(
         &app,
@@ -291,4 +291,16 @@ async fn send_delivers_data_verbatim_to_one_session() {
         .set_json(json!({"data": 1}))
         .to_request();
     send(&app, req).await.assert_error(503, "unavailable");
+}
+
+#[actix_web::test]
+async fn the_nodes_are_listed() {
+    let hub = FakeHub::new();
+    let app = app!(hub);
+    let reply = send(&app, admin("GET", "/admin/nodes").to_request()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.json(),
+        json!([{"id":"fake","address":"127.0.0.1:8080","version":"0","sessions":0,"last_seen":0}])
+    );
 }

@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/admin/endpoints/{name}/subprotocols/{protocol}"),
     ("get", "/admin/rooms"),
     ("get", "/admin/rooms/{room}"),
+    ("get", "/admin/nodes"),
     ("post", "/admin/rooms/{room}/publish"),
     ("get", "/admin/sessions"),
     ("get", "/admin/sessions/{id}"),

@@ -229,9 +229,8 @@ pub fn apply(base: Policy, bytes: &[u8], source: &str) -> Result<(Policy, Vec<St
     for (name, saved) in document.endpoints {
         let Some(endpoint) = policy.endpoint(&name) else {
             warnings.push(format!(
-                "{}: endpoint {name:?} is not configured; its saved origins and \
-                     subprotocols are ignored",
-                source
+                "{source}: endpoint {name:?} is not configured; its saved origins and \
+                     subprotocols are ignored"
             ));
             continue;
         };

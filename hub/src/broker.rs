@@ -35,6 +35,19 @@ pub(crate) struct ClusterPublish<'a> {
     pub(crate) here: Option<&'a dyn Here>,
 }
 
+/// A relay member's message for a cluster: the relay room's key, the frame type and payload
+/// (what crosses to other nodes), and the frame for this node's members.
+#[derive(Debug)]
+pub(crate) struct RelayPublish<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) opcode: u8,
+    pub(crate) payload: &'a [u8],
+    pub(crate) frame: Frame,
+    /// The relay member itself, which does not get its own message back.
+    pub(crate) except: Option<SessionId>,
+    pub(crate) here: Option<&'a dyn Here>,
+}
+
 impl std::fmt::Debug for dyn Here + '_ {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "worker {}", self.index())
@@ -48,6 +61,9 @@ pub(crate) trait Broker: Send + Sync + fmt::Debug {
 
     /// Carries `publish` to every node of the cluster, this one included.
     fn publish(&self, publish: ClusterPublish<'_>) -> Delivery;
+
+    /// Carries a relay member's message to every node (a standalone node: to its members).
+    fn publish_relay(&self, publish: RelayPublish<'_>) -> Delivery;
 
     /// A member just joined `room` here: what to wait for before the join counts as done (the
     /// node's subscription to the room being in place), or `None` when there is nothing to
@@ -78,6 +94,16 @@ impl LocalBroker {
 impl Broker for LocalBroker {
     fn reach(&self) -> Scope {
         Scope::Node
+    }
+
+    fn publish_relay(&self, publish: RelayPublish<'_>) -> Delivery {
+        Delivery::to_node(
+            &self.broadcaster,
+            publish.here,
+            publish.key,
+            publish.frame,
+            publish.except,
+        )
     }
 
     fn publish(&self, publish: ClusterPublish<'_>) -> Delivery {

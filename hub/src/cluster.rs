@@ -42,12 +42,13 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::{
     broadcaster::Broadcaster,
-    broker::{Broker, ClusterPublish},
-    codec::text_frame_of,
+    broker::{Broker, ClusterPublish, RelayPublish},
+    codec::{frame, opcode, text_frame_of},
     delivery::{Delivery, Unavailable},
     events::{MembershipEvent, MembershipObserver},
     metrics::metrics,
     publish::message_frame,
+    SessionId,
 };
 
 /// How long a cluster publish waits for Redis's reply before it is answered `unavailable`.
@@ -68,6 +69,8 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Answers a question may queue before the asker reads them; more are dropped (each node
 /// answers once, so only a cluster of more nodes than this could lose some, shown as missing).
 const ASK_ANSWERS: usize = 256;
+/// How relay rooms' keys start (see `transport::handshake`).
+const RELAY_KEY: &str = "\0relay\0";
 /// Reconnect backoff: the first wait, and the cap.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -89,6 +92,8 @@ pub(crate) struct Shared {
     canary: Mutex<Canary>,
     /// The node the bridge answers for (other nodes' questions about its rooms and sessions).
     local: OnceLock<Weak<dyn LocalNode>>,
+    /// Relay rooms' channels, to the rooms' keys (`\0relay\0<endpoint>\0<room>`).
+    relay_keys: Mutex<HashMap<String, String>>,
     /// Questions this node asked of every node, by number, and where their answers go.
     asks: Mutex<HashMap<u64, mpsc::Sender<Value>>>,
     next_ask: AtomicU64,
@@ -191,6 +196,7 @@ impl RedisBroker {
             shards,
             broadcaster: OnceLock::new(),
             local: OnceLock::new(),
+            relay_keys: Mutex::new(HashMap::new()),
             asks: Mutex::new(HashMap::new()),
             next_ask: AtomicU64::new(1),
             canary: Mutex::new(Canary {
@@ -240,6 +246,19 @@ impl Shared {
 
     fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{room}", self.prefix)
+    }
+
+    /// The channel of a room of this node's broadcaster: a protocol room's, or a relay room's
+    /// (`<prefix>:relay:<endpoint>:<room>`), whose key is remembered for what arrives on it.
+    fn channel_of(&self, key: &str) -> String {
+        match key.strip_prefix(RELAY_KEY) {
+            Some(relay) => {
+                let channel = format!("{}:relay:{}", self.prefix, relay.replacen('\0', ":", 1));
+                lock(&self.relay_keys).insert(channel.clone(), key.to_owned());
+                channel
+            }
+            None => self.room_channel(key),
+        }
     }
 
     fn node_channel(&self) -> String {
@@ -462,6 +481,46 @@ impl Broker for RedisBroker {
         }))
     }
 
+    fn publish_relay(&self, publish: RelayPublish<'_>) -> Delivery {
+        let shared = &self.shared;
+        let shard = shared.shard_of(publish.key);
+        let connection = shard
+            .publisher
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|_| shard.linked.load(Ordering::Acquire));
+        let Some(mut connection) = connection else {
+            let why = format!("redis {} is unreachable", shard.index);
+            return Delivery::by_broker(Box::pin(async move { Err(Unavailable(why)) }));
+        };
+        // The message: the opcode, the publishing node (which delivers it to all but its
+        // sender), the sender, then the payload as it came.
+        let node = shared.node_id.as_bytes();
+        let mut message = Vec::with_capacity(2 + node.len() + 8 + publish.payload.len());
+        message.push(publish.opcode);
+        message.push(node.len() as u8);
+        message.extend_from_slice(node);
+        message.extend_from_slice(&publish.except.map_or(0, |s| s.0).to_be_bytes());
+        message.extend_from_slice(publish.payload);
+        let channel = shared.channel_of(publish.key);
+        let index = shard.index;
+        Delivery::by_broker(Box::pin(async move {
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(channel).arg(message);
+            match tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut connection))
+                .await
+            {
+                Ok(Ok(_)) => {
+                    metrics().cluster.messages_out.inc();
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(Unavailable(format!("redis {index}: {e}"))),
+                Err(_) => Err(Unavailable(format!("redis {index} did not answer in time"))),
+            }
+        }))
+    }
+
     fn in_place(&self, room: &str) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
         let shard = self.shared.shard_of(room);
         // Redis is out of reach: the member is in the room here, and the room is subscribed
@@ -634,7 +693,7 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         .map(|(room, _)| room.clone())
         .collect();
     for room in &wanted {
-        sink.subscribe(shared.room_channel(room))
+        sink.subscribe(shared.channel_of(room))
             .await
             .map_err(|e| e.to_string())?;
         confirm(shard, room);
@@ -658,6 +717,7 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         }
     }
     let prefix = format!("{}:room:", shared.prefix);
+    let relay_prefix = format!("{}:relay:", shared.prefix);
     let node_channel = shared.node_channel();
     let nodes_channel = shared.nodes_channel();
     loop {
@@ -674,6 +734,11 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                     on_question(shared, payload);
                 } else if let Some(room) = channel.strip_prefix(prefix.as_str()) {
                     deliver(shared, room, payload).await;
+                } else if channel.starts_with(relay_prefix.as_str()) {
+                    let key = lock(&shared.relay_keys).get(channel).cloned();
+                    if let Some(key) = key {
+                        deliver_relay(shared, &key, payload).await;
+                    }
                 }
             }
             () = shard.wake.notified() => {
@@ -682,19 +747,23 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                     let wanted = lock(&shard.rooms).get(&room).map(|s| (s.wanted, s.confirmed));
                     match wanted {
                         Some((true, false)) => {
-                            sink.subscribe(shared.room_channel(&room))
+                            sink.subscribe(shared.channel_of(&room))
                                 .await
                                 .map_err(|e| e.to_string())?;
                             confirm(shard, &room);
                         }
                         Some((false, _)) => {
-                            sink.unsubscribe(shared.room_channel(&room))
+                            sink.unsubscribe(shared.channel_of(&room))
                                 .await
                                 .map_err(|e| e.to_string())?;
                             let mut rooms = lock(&shard.rooms);
                             // Wanted again meanwhile: it is dirty again and handled next.
                             if rooms.get(&room).is_some_and(|s| !s.wanted) {
                                 rooms.remove(&room);
+                                if room.starts_with(RELAY_KEY) {
+                                    let channel = shared.channel_of(&room);
+                                    lock(&shared.relay_keys).remove(&channel);
+                                }
                             }
                         }
                         Some((true, true)) | None => {}
@@ -869,6 +938,39 @@ async fn deliver(shared: &Shared, room: &str, payload: &[u8]) {
     let delivery = Delivery::to_node(broadcaster, None, room, frame, None);
     // A full room queue holds the bridge (and so this instance's later messages, in order)
     // until there is room.
+    if !delivery.is_done() {
+        let _ = delivery.finish().await;
+    }
+}
+
+/// A relay message from Redis, to this node's members of the relay room `key` (but its sender,
+/// when it was published here).
+async fn deliver_relay(shared: &Shared, key: &str, message: &[u8]) {
+    let Some(broadcaster) = shared.broadcaster.get() else {
+        return;
+    };
+    let Some((&opcode, rest)) = message.split_first() else {
+        return;
+    };
+    let Some((&len, rest)) = rest.split_first() else {
+        return;
+    };
+    let len = usize::from(len);
+    if rest.len() < len + 8 || !matches!(opcode, opcode::TEXT | opcode::BINARY) {
+        tracing::warn!("relay message refused: malformed");
+        return;
+    }
+    let (node, rest) = rest.split_at(len);
+    let (sender, payload) = rest.split_at(8);
+    if payload.len() > shared.max_message_bytes {
+        tracing::warn!("relay message over the message limit; dropped");
+        return;
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(sender);
+    let except = (node == shared.node_id.as_bytes()).then(|| SessionId(u64::from_be_bytes(id)));
+    metrics().cluster.messages_in.inc();
+    let delivery = Delivery::to_node(broadcaster, None, key, frame(opcode, payload), except);
     if !delivery.is_done() {
         let _ = delivery.finish().await;
     }

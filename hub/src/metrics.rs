@@ -160,6 +160,8 @@ pub(crate) enum Drop {
     SlowConsumer,
     /// Frames still queued for a session when it was evicted, discarded with it.
     Evicted,
+    /// A relay message the cluster could not carry (Redis out of reach).
+    Unavailable,
 }
 
 /// The hub's metrics and the registry that exposes them.
@@ -175,6 +177,7 @@ pub struct Metrics {
     pub(crate) delivered: IntCounter,
     dropped_slow: IntCounter,
     dropped_evicted: IntCounter,
+    dropped_unavailable: IntCounter,
     disconnects: Vec<IntCounter>,
     frames: Vec<IntCounter>,
     pub(crate) bytes_in: IntCounter,
@@ -344,6 +347,7 @@ impl Metrics {
         );
         let dropped_slow = dropped.with_label_values(&["slow_consumer"]);
         let dropped_evicted = dropped.with_label_values(&["evicted"]);
+        let dropped_unavailable = dropped.with_label_values(&["unavailable"]);
         let disconnects_family = counter_family(
             &registry,
             "switchboard_disconnects_total",
@@ -400,6 +404,7 @@ impl Metrics {
             delivered,
             dropped_slow,
             dropped_evicted,
+            dropped_unavailable,
             disconnects,
             frames,
             bytes_in,
@@ -430,6 +435,7 @@ impl Metrics {
         match reason {
             Drop::SlowConsumer => self.dropped_slow.inc_by(n),
             Drop::Evicted => self.dropped_evicted.inc_by(n),
+            Drop::Unavailable => self.dropped_unavailable.inc_by(n),
         }
     }
 

@@ -14,8 +14,8 @@
 use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
 
 use crate::{
-    broker::ClusterPublish,
-    codec::{text_frame_of, Frame},
+    broker::{ClusterPublish, RelayPublish},
+    codec::{frame, text_frame_of, Frame},
     delivery::{Delivery, Here},
     metrics::{metrics, Source},
     node::Node,
@@ -35,7 +35,7 @@ pub(crate) struct Publication<'a> {
 }
 
 /// What a publish carries.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Payload<'a> {
     /// A `switchboard.v1` message: delivered as a `message` frame.
     Message {
@@ -45,9 +45,8 @@ pub(crate) enum Payload<'a> {
         /// The publisher's user (its token's `sub`).
         user: Option<&'a str>,
     },
-    /// A frame passed on as it is (a relay member's message, framed with the client's opcode).
-    /// It does not leave this node: relay rooms are node-local.
-    Frame(Frame),
+    /// A relay member's message, passed on as it is in a frame of the client's `opcode`.
+    Relay { opcode: u8, payload: &'a [u8] },
 }
 
 /// Why a publish was refused.
@@ -84,13 +83,17 @@ pub(crate) fn publish(
                 Some((data, from, user)),
             )
         }
-        Payload::Frame(frame) => (frame, None),
+        Payload::Relay { opcode, payload } => (frame(opcode, payload), None),
     };
-    // Where the publish goes. A relay frame never leaves the node; a caller without a worker
-    // has no worker scope of its own.
-    let route = match (scope, worker, message) {
-        (Scope::Worker, Some(worker), _) => Route::Worker(worker),
-        (Scope::Cluster, _, Some(message)) => Route::Cluster(message),
+    let relay = match payload {
+        Payload::Relay { opcode, payload } => Some((opcode, payload)),
+        Payload::Message { .. } => None,
+    };
+    // Where the publish goes. A caller without a worker has no worker scope of its own.
+    let route = match (scope, worker, message, relay) {
+        (Scope::Worker, Some(worker), _, _) => Route::Worker(worker),
+        (Scope::Cluster, _, Some(message), _) => Route::Cluster(message),
+        (Scope::Cluster, _, None, Some(relay)) => Route::ClusterRelay(relay),
         _ => Route::Node,
     };
     match route {
@@ -107,6 +110,17 @@ pub(crate) fn publish(
                 frame,
                 except,
             ))
+        }
+        Route::ClusterRelay((opcode, payload)) => {
+            metrics().published(node.broker.reach(), source);
+            Ok(node.broker.publish_relay(RelayPublish {
+                key: room,
+                opcode,
+                payload,
+                frame,
+                except,
+                here: worker.map(|w| w as &dyn Here),
+            }))
         }
         Route::Cluster((data, from, user)) => {
             // Counted as what the broker reaches: a standalone node's cluster is the node.
@@ -133,6 +147,7 @@ enum Route<'w, 'a> {
     Worker(&'w WorkerRooms),
     Node,
     Cluster((&'a RawValue, &'a str, Option<&'a str>)),
+    ClusterRelay((u8, &'a [u8])),
 }
 
 /// The `message` frame of a publish, WebSocket header included: its one serialization, in one

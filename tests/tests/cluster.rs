@@ -882,3 +882,42 @@ async fn an_origin_added_on_one_node_applies_on_every_node() {
     assert!(admits(&c, "https://app.example.com").await);
     assert!(admits(&c, "https://other.example.com").await);
 }
+
+/// A node with a relay endpoint at `/relay/<room>`.
+fn relay_node(redis_url: &str, id: &str) -> TestHub {
+    TestHub::builder()
+        .set("redis_url", redis_url)
+        .set("node_id", id)
+        .config("[[endpoints]]\nname = \"relay\"\npath = \"/relay\"\nmode = \"relay\"\n")
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_rooms_span_the_nodes_and_skip_the_sender() {
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = RedisServer::start();
+    let a = relay_node(&redis.url(), "a");
+    let b = relay_node(&redis.url(), "b");
+    let url = |hub: &TestHub, room: &str| format!("ws://{}/relay/{room}", hub.addr);
+    let mut sender = Client::open(&url(&a, "lobby"), &[]).await.unwrap();
+    let mut same_node = Client::open(&url(&a, "lobby"), &[]).await.unwrap();
+    let mut other_node = Client::open(&url(&b, "lobby"), &[]).await.unwrap();
+    let mut other_room = Client::open(&url(&b, "elsewhere"), &[]).await.unwrap();
+    // The relay members join as they connect, with no ack: wait for both nodes' subscriptions.
+    wait_numsub(
+        &redis,
+        "switchboard:relay:relay:lobby",
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    let binary = vec![0u8, 159, 146, 150, 255];
+    sender.send_raw(Message::text("{not: json}")).await;
+    sender.send_raw(Message::binary(binary.clone())).await;
+    for member in [&mut same_node, &mut other_node] {
+        assert_eq!(member.recv_message().await, Message::text("{not: json}"));
+        assert_eq!(member.recv_message().await, Message::binary(binary.clone()));
+    }
+    sender.expect_silence(SILENCE).await;
+    other_room.expect_silence(Duration::from_millis(100)).await;
+}

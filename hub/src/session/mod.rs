@@ -387,15 +387,22 @@ impl WsSession {
         }
         let publication = Publication {
             room: &relay.key,
-            payload: Payload::Frame(frame(opcode, payload)),
-            scope: Scope::Node,
+            payload: Payload::Relay { opcode, payload },
+            // In cluster mode a relay room spans the nodes like any room.
+            scope: Scope::Cluster,
             source: Source::Relay,
             except: Some(self.id),
         };
         // A passed-on frame is not a `message`, so no size check can refuse it: the reader
-        // already held it to `max_message_bytes`.
+        // already held it to `max_message_bytes`. A relay message Redis could not take is
+        // not answered (the relay protocol has no errors); it is counted and logged.
         if let Ok(delivery) = publish(&self.node, Some(&self.worker), publication) {
-            self.wait_for(delivery, ctx, |_, _| {});
+            self.wait_for(delivery, ctx, |act, accepted| {
+                if let Err(e) = accepted {
+                    metrics().dropped(Dropped::Unavailable, 1);
+                    tracing::debug!(session = %act.info.label, error = %e, "relay message not carried");
+                }
+            });
         }
     }
 

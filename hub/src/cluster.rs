@@ -71,6 +71,14 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 const ASK_ANSWERS: usize = 256;
 /// How relay rooms' keys start (see `transport::handshake`).
 const RELAY_KEY: &str = "\0relay\0";
+/// Publishes queued per Redis instance for its connection, at most. The queue keeps every
+/// publisher's messages in order and lets many be in flight; when it is full (Redis slower
+/// than the node's publishers), a publish waits for room, and its session with it, which
+/// pushes back on the client through TCP: nothing is dropped, and the wait is bounded by
+/// `PUBLISH_TIMEOUT` after which the publish is answered `unavailable`.
+const OUTBOUND_CAPACITY: usize = 8192;
+/// Publishes sent in one pipeline at most (one write, one round trip).
+const PIPELINE_MAX: usize = 512;
 /// Reconnect backoff: the first wait, and the cap.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -159,6 +167,18 @@ struct Shard {
     wake: Notify,
     /// Why the link is down, for readiness.
     error: Mutex<Option<String>>,
+    /// Publishes for this instance, in the order they were made (see `OUTBOUND_CAPACITY`).
+    outbound: mpsc::Sender<Outbound>,
+    /// The queue's other end, taken by the instance's sending task when the bridge starts.
+    outbound_rx: Mutex<Option<mpsc::Receiver<Outbound>>>,
+}
+
+/// One `PUBLISH` waiting to be sent, and who waits for Redis's answer.
+#[derive(Debug)]
+struct Outbound {
+    channel: String,
+    message: Vec<u8>,
+    done: oneshot::Sender<Result<(), Unavailable>>,
 }
 
 #[derive(Debug, Default)]
@@ -178,15 +198,20 @@ impl RedisBroker {
         let shards = urls
             .iter()
             .enumerate()
-            .map(|(index, url)| Shard {
-                index,
-                url: url.clone(),
-                publisher: RwLock::new(None),
-                linked: AtomicBool::new(false),
-                rooms: Mutex::new(HashMap::new()),
-                dirty: Mutex::new(HashSet::new()),
-                wake: Notify::new(),
-                error: Mutex::new(Some("not connected to Redis yet".to_owned())),
+            .map(|(index, url)| {
+                let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+                Shard {
+                    index,
+                    url: url.clone(),
+                    outbound,
+                    outbound_rx: Mutex::new(Some(outbound_rx)),
+                    publisher: RwLock::new(None),
+                    linked: AtomicBool::new(false),
+                    rooms: Mutex::new(HashMap::new()),
+                    dirty: Mutex::new(HashSet::new()),
+                    wake: Notify::new(),
+                    error: Mutex::new(Some("not connected to Redis yet".to_owned())),
+                }
             })
             .collect();
         Arc::new(Shared {
@@ -401,6 +426,51 @@ impl Shared {
         Ok(Answers { answers, missing })
     }
 
+    /// Queues one `PUBLISH` on `shard`'s connection. Queued at once when there is room, so
+    /// that a publisher's messages keep their order and many can be in flight
+    /// (`Delivery::is_pipelined`); otherwise the delivery waits for room.
+    fn send(&self, shard: &Shard, channel: String, message: Vec<u8>) -> Delivery {
+        if !shard.linked.load(Ordering::Acquire) {
+            let why = format!("redis {} is unreachable", shard.index);
+            return Delivery::by_broker(Box::pin(async move { Err(Unavailable(why)) }), false);
+        }
+        let index = shard.index;
+        let (done, answer) = oneshot::channel();
+        let outbound = Outbound {
+            channel,
+            message,
+            done,
+        };
+        let answered = async move {
+            match answer.await {
+                Ok(result) => result,
+                Err(_) => Err(Unavailable(format!("redis {index}: the link was lost"))),
+            }
+        };
+        match shard.outbound.try_send(outbound) {
+            Ok(()) => Delivery::by_broker(Box::pin(answered), true),
+            Err(mpsc::error::TrySendError::Full(outbound)) => {
+                let queue = shard.outbound.clone();
+                Delivery::by_broker(
+                    Box::pin(async move {
+                        match tokio::time::timeout(PUBLISH_TIMEOUT, queue.send(outbound)).await {
+                            Ok(Ok(())) => answered.await,
+                            Ok(Err(_)) => Err(Unavailable(format!("redis {index}: closed"))),
+                            Err(_) => Err(Unavailable(format!(
+                                "redis {index}: the node's publishes to it are backed up"
+                            ))),
+                        }
+                    }),
+                    false,
+                )
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::by_broker(
+                Box::pin(async move { Err(Unavailable(format!("redis {index}: closed"))) }),
+                false,
+            ),
+        }
+    }
+
     fn want(&self, room: &str, wanted: bool) {
         let shard = self.shard_of(room);
         lock(&shard.rooms)
@@ -449,51 +519,16 @@ impl Broker for RedisBroker {
     fn publish(&self, publish: ClusterPublish<'_>) -> Delivery {
         let shared = &self.shared;
         let room = &publish.envelope.room;
-        let shard = shared.shard_of(room);
-        let connection = shard
-            .publisher
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
-            .filter(|_| shard.linked.load(Ordering::Acquire));
-        let Some(mut connection) = connection else {
-            let why = format!("redis {} is unreachable", shard.index);
-            return Delivery::by_broker(Box::pin(async move { Err(Unavailable(why)) }));
-        };
         let channel = shared.room_channel(room);
-        let payload = publish.envelope.encode();
-        let index = shard.index;
-        Delivery::by_broker(Box::pin(async move {
-            let started = Instant::now();
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(channel).arg(payload);
-            let sent = cmd.query_async::<i64>(&mut connection);
-            match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
-                Ok(Ok(_)) => {
-                    let m = &metrics().cluster;
-                    m.publish_seconds.observe(started.elapsed().as_secs_f64());
-                    m.messages_out.inc();
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(Unavailable(format!("redis {index}: {e}"))),
-                Err(_) => Err(Unavailable(format!("redis {index} did not answer in time"))),
-            }
-        }))
+        shared.send(
+            shared.shard_of(room),
+            channel,
+            publish.envelope.encode().into_bytes(),
+        )
     }
 
     fn publish_relay(&self, publish: RelayPublish<'_>) -> Delivery {
         let shared = &self.shared;
-        let shard = shared.shard_of(publish.key);
-        let connection = shard
-            .publisher
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
-            .filter(|_| shard.linked.load(Ordering::Acquire));
-        let Some(mut connection) = connection else {
-            let why = format!("redis {} is unreachable", shard.index);
-            return Delivery::by_broker(Box::pin(async move { Err(Unavailable(why)) }));
-        };
         // The message: the opcode, the publishing node (which delivers it to all but its
         // sender), the sender, then the payload as it came.
         let node = shared.node_id.as_bytes();
@@ -504,21 +539,7 @@ impl Broker for RedisBroker {
         message.extend_from_slice(&publish.except.map_or(0, |s| s.0).to_be_bytes());
         message.extend_from_slice(publish.payload);
         let channel = shared.channel_of(publish.key);
-        let index = shard.index;
-        Delivery::by_broker(Box::pin(async move {
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(channel).arg(message);
-            match tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut connection))
-                .await
-            {
-                Ok(Ok(_)) => {
-                    metrics().cluster.messages_out.inc();
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(Unavailable(format!("redis {index}: {e}"))),
-                Err(_) => Err(Unavailable(format!("redis {index} did not answer in time"))),
-            }
-        }))
+        shared.send(shared.shard_of(publish.key), channel, message)
     }
 
     fn in_place(&self, room: &str) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
@@ -549,9 +570,11 @@ impl Broker for RedisBroker {
 
 /// The bridge: one task per Redis instance, and the canary.
 async fn run(shared: Arc<Shared>) {
-    let mut tasks = Vec::new();
     for index in 0..shared.shards.len() {
-        tasks.push(tokio::spawn(run_shard(shared.clone(), index)));
+        tokio::spawn(run_shard(shared.clone(), index));
+        if let Some(queue) = lock(&shared.shards[index].outbound_rx).take() {
+            tokio::spawn(run_outbound(shared.clone(), index, queue));
+        }
     }
     canary(shared).await;
 }
@@ -615,6 +638,50 @@ async fn canary(shared: Arc<Shared>) {
             let publish = cmd.query_async::<i64>(&mut connection);
             let _ = tokio::time::timeout(CANARY_DEADLINE, publish).await;
         });
+    }
+}
+
+/// Sends one Redis instance's queued publishes, in order, as pipelines: whatever is queued when
+/// the previous pipeline's answer came back goes in the next (up to `PIPELINE_MAX`), so one
+/// round trip carries many publishes when there are many, and one when there is one.
+async fn run_outbound(shared: Arc<Shared>, index: usize, mut queue: mpsc::Receiver<Outbound>) {
+    let shard = &shared.shards[index];
+    let mut batch: Vec<Outbound> = Vec::with_capacity(PIPELINE_MAX);
+    loop {
+        if queue.recv_many(&mut batch, PIPELINE_MAX).await == 0 {
+            return;
+        }
+        let connection = shard
+            .publisher
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .filter(|_| shard.linked.load(Ordering::Acquire));
+        let result = match connection {
+            None => Err(Unavailable(format!("redis {index} is unreachable"))),
+            Some(mut connection) => {
+                let mut pipe = redis::pipe();
+                for o in &batch {
+                    pipe.cmd("PUBLISH").arg(&o.channel).arg(&o.message).ignore();
+                }
+                let started = Instant::now();
+                match tokio::time::timeout(PUBLISH_TIMEOUT, pipe.query_async::<()>(&mut connection))
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        let m = &metrics().cluster;
+                        m.publish_seconds.observe(started.elapsed().as_secs_f64());
+                        m.messages_out.inc_by(batch.len() as u64);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(Unavailable(format!("redis {index}: {e}"))),
+                    Err(_) => Err(Unavailable(format!("redis {index} did not answer in time"))),
+                }
+            }
+        };
+        for o in batch.drain(..) {
+            let _ = o.done.send(result.clone());
+        }
     }
 }
 

@@ -60,6 +60,9 @@ pub(crate) struct Unavailable(pub(crate) String);
 pub(crate) struct Delivery {
     waiting: Vec<(Addr<Room>, Fanout)>,
     accepted: Option<Acceptance>,
+    /// The broker queued the publish in order already: the publisher may go on with its next
+    /// ones while it waits for this one's answer.
+    pipelined: bool,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -74,10 +77,26 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     /// A publish handed to the broker, done once the broker accepted it: its members, here and
     /// on every other node, get it from the broker.
-    pub(crate) fn by_broker(accepted: Acceptance) -> Self {
+    /// `pipelined`: the broker queued it in order already (see [`Delivery::pipelined`]).
+    pub(crate) fn by_broker(accepted: Acceptance, pipelined: bool) -> Self {
         Delivery {
             waiting: Vec::new(),
             accepted: Some(accepted),
+            pipelined,
+        }
+    }
+
+    /// The broker's answer, when that is all there is to wait for, and whether the publish is
+    /// already queued in order (then the publisher need not hold its next publishes until the
+    /// answer comes; otherwise it must, for them to stay behind this one).
+    pub(crate) fn into_broker(self) -> Result<(Acceptance, bool), Delivery> {
+        match self.accepted {
+            Some(accepted) if self.waiting.is_empty() => Ok((accepted, self.pipelined)),
+            accepted => Err(Delivery {
+                waiting: self.waiting,
+                accepted,
+                pipelined: self.pipelined,
+            }),
         }
     }
 

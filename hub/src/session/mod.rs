@@ -33,7 +33,7 @@ use switchboard_protocol::{
 
 use crate::{
     codec::{frame, opcode, Batch, Inbound, Item, Message},
-    delivery::{Delivery, Unavailable},
+    delivery::{Acceptance, Delivery, Unavailable},
     messages::Command,
     metrics::{metrics, Disconnect, Drop as Dropped, FrameKind, Source},
     node::{ConnectionSlot, Node, SessionEntry, SessionInfo},
@@ -78,7 +78,53 @@ pub(crate) struct WsSession {
     /// handled, in order, when the wait is over. Nothing more is read while a session waits, so
     /// this holds at most one batch of what the reader had buffered.
     backlog: VecDeque<Inbound>,
+    /// Cluster publishes Redis has yet to answer, in publish order, with their request ids:
+    /// answered in that order (see `pipeline`).
+    inflight: Inflight,
+    /// The task answering `inflight` is running.
+    pumping: bool,
     _slot: ConnectionSlot,
+}
+
+/// Cluster publishes a session may have waiting for Redis's answer; at this many it stops
+/// reading until the oldest is answered.
+const MAX_INFLIGHT: usize = 256;
+
+/// A session's unanswered cluster publishes.
+#[derive(Default)]
+struct Inflight(VecDeque<(Option<u64>, Acceptance)>);
+
+impl std::fmt::Debug for Inflight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} unanswered", self.0.len())
+    }
+}
+
+/// Answers a session's cluster publishes as Redis answers them: until none is left (`below`
+/// 1, the task `pumping` marks), or until fewer than `below` are (the wait at the bound).
+struct Answering {
+    below: usize,
+}
+
+impl actix::ActorFuture<WsSession> for Answering {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut WsSession,
+        _: &mut WsContext,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        act.answer_inflight(task);
+        if act.inflight.0.len() < self.below {
+            if self.below == 1 {
+                act.pumping = false;
+            }
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
 }
 
 impl WsSession {
@@ -114,6 +160,8 @@ impl WsSession {
             claims: admission.claims,
             expiry: None,
             backlog: VecDeque::new(),
+            inflight: Inflight::default(),
+            pumping: false,
             _slot: slot,
         }
     }
@@ -295,10 +343,12 @@ impl WsSession {
             except: None,
         };
         match crate::publish::publish(&self.node, Some(&self.worker), publication) {
-            Ok(delivery) => self.wait_for(delivery, ctx, move |act, accepted| match accepted {
-                Ok(()) => act.ack(id),
-                Err(e) => act.send_error(id, ErrorCode::Unavailable, &e.to_string()),
-            }),
+            Ok(delivery) => match delivery.into_broker() {
+                Ok((accepted, in_order)) => self.pipeline(id, accepted, in_order, ctx),
+                Err(delivery) => self.wait_for(delivery, ctx, move |act, accepted| {
+                    act.answer_publish(id, accepted)
+                }),
+            },
             Err(PublishError::TooLarge { size, limit }) => {
                 let message = format!("message frame would be {size} bytes, limit is {limit}");
                 self.send_error(id, ErrorCode::TooLarge, &message);
@@ -328,6 +378,62 @@ impl WsSession {
                     act.resume(ctx);
                 }),
         );
+    }
+
+    fn answer_publish(&self, id: Option<u64>, accepted: Result<(), Unavailable>) {
+        match accepted {
+            Ok(()) => self.ack(id),
+            Err(e) => self.send_error(id, ErrorCode::Unavailable, &e.to_string()),
+        }
+    }
+
+    /// A cluster publish the broker has queued in order: the session goes on reading while
+    /// Redis answers, so a client's publishes share round trips (pipelined) instead of taking
+    /// one each. The answers go out in publish order; at `MAX_INFLIGHT` unanswered the session
+    /// stops reading until the oldest is answered.
+    ///
+    /// A publish the broker could not queue yet (`in_order` false: its queue was full) holds
+    /// the session until it and every earlier one are answered, so that nothing overtakes it.
+    fn pipeline(
+        &mut self,
+        id: Option<u64>,
+        accepted: Acceptance,
+        in_order: bool,
+        ctx: &mut WsContext,
+    ) {
+        self.inflight.0.push_back((id, accepted));
+        if !self.pumping {
+            self.pumping = true;
+            ctx.spawn(Answering { below: 1 });
+        }
+        if !in_order {
+            ctx.wait(Answering { below: 1 }.map(|(), act, ctx| act.resume(ctx)));
+        } else if self.inflight.0.len() >= MAX_INFLIGHT {
+            // The answers are polled by this wait itself: actix runs nothing else meanwhile.
+            ctx.wait(
+                Answering {
+                    below: MAX_INFLIGHT,
+                }
+                .map(|(), act, ctx| act.resume(ctx)),
+            );
+        }
+    }
+
+    /// Answers the cluster publishes Redis has answered, oldest first, up to the first that it
+    /// has not.
+    fn answer_inflight(&mut self, task: &mut std::task::Context<'_>) {
+        while let Some((_, accepted)) = self.inflight.0.front_mut() {
+            let std::task::Poll::Ready(accepted) = accepted.as_mut().poll(task) else {
+                return;
+            };
+            if let Some((id, _)) = self.inflight.0.pop_front() {
+                self.answer_publish(id, accepted);
+            }
+        }
+        // Its allocation is not kept for a quiet session.
+        if self.inflight.0.capacity() > 16 {
+            self.inflight.0 = VecDeque::new();
+        }
     }
 
     /// Runs `then` once `wait` is over, with the session's reading held until then (as in

@@ -27,8 +27,12 @@ from collections import defaultdict
 # `switchboard-baseline` is an earlier Switchboard build run beside the current one
 # (scripts/bench's BENCH_BASELINE_BIN), for before/after figures from the same run.
 # `relay` is the calibration relay (bench/peers/relay): the floor a WebSocket relay costs.
-TARGET_ORDER = ["switchboard", "switchboard-baseline", "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
-RATIO_PEERS = ["switchboard-baseline", "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+# `switchboard-cluster-3` is three Switchboard nodes sharing rooms through one Redis.
+CLUSTER = "switchboard-cluster-3"
+TARGET_ORDER = ["switchboard", "switchboard-baseline", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+RATIO_PEERS = ["switchboard-baseline", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+# What the Cluster table sets the cluster beside.
+CLUSTER_PEERS = ["switchboard", "socketio-redis-2-nodes"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,6 +138,11 @@ def metrics(result):
     if errors:
         problems["errors"] = "; ".join(str(e) for e in errors[:3])
     m["problems"] = problems
+    # Several nodes (`nodes`, one object per --url) and the Redis between them.
+    nodes = result.get("nodes") if isinstance(result, dict) else None
+    m["node_ns_per_delivery"] = [n.get("cpu_ns_per_delivery") if isinstance(n, dict) else None
+                                 for n in nodes] if isinstance(nodes, list) else []
+    m["redis_ns_per_publish"] = flat.get("redis_cpu_ns_per_publish")
     lost, expected = flat.get("lost"), flat.get("expected")
     m["lost_fraction"] = lost / expected if lost is not None and expected else None
     return m
@@ -165,6 +174,15 @@ def parse_value(v):
     return {"true": True, "false": False}.get(v, v)
 
 
+def published(result):
+    """Messages the bench's publishers published (`fanout`), from its parameters."""
+    try:
+        per = int(result["publishers"]) * int(result["messages"])
+        return per * (1 if result.get("publisher_rooms") == "own" else int(result.get("rooms") or 1))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def record(args):
     meta = {}
     for kv in args.meta:
@@ -180,6 +198,16 @@ def record(args):
     line["seconds"] = round(args.ended - args.started, 3)
     line["ok"] = args.exit_code == 0 and result is not None
     line["result"] = result
+    # Redis's PUBLISH calls during the run (scripts/bench reads INFO commandstats around it) per
+    # message published; `_net` also takes off the nodes' readiness canaries (one PUBLISH per
+    # node per second over the window), an estimate.
+    calls = meta.get("redis_publish_calls")
+    pub = published(result) if isinstance(result, dict) else None
+    if isinstance(calls, (int, float)) and pub:
+        line["redis_publish_per_message"] = round(calls / pub, 4)
+        nodes, window = meta.get("redis_canary_nodes"), meta.get("redis_publish_window_s")
+        if isinstance(nodes, (int, float)) and isinstance(window, (int, float)):
+            line["redis_publish_per_message_net"] = round(max(0.0, calls - nodes * window) / pub, 4)
     if not line["ok"]:
         why = "timed out (killed by timeout)" if args.exit_code in (124, 137) else f"exit code {args.exit_code}"
         if result is None:
@@ -200,6 +228,15 @@ def record(args):
             parts.append(f"{fmt_num(m['handshakes_per_s'])} handshakes/s")
         if m["rss_kib_per_conn"] is not None:
             parts.append(f"{m['rss_kib_per_conn']:.1f} KiB/conn")
+        if m["node_ns_per_delivery"]:
+            if m["server_ns_per_delivery"] is not None:
+                parts.append(f"{m['server_ns_per_delivery']:.0f} ns CPU/delivery")
+            parts.append("per node " + " / ".join(f"{v:.0f}" if v is not None else "–"
+                                                  for v in m["node_ns_per_delivery"]) + " ns")
+        if m["redis_ns_per_publish"] is not None:
+            parts.append(f"Redis {m['redis_ns_per_publish']:.0f} ns CPU/publish")
+        if "redis_publish_per_message" in line:
+            parts.append(f"{line['redis_publish_per_message']:.3f} Redis PUBLISH/message")
         if m["problems"]:
             parts.append("problems: " + ", ".join(f"{k}={v}" for k, v in sorted(m["problems"].items())))
         digest += "; ".join(parts) or "(no known metric in the JSON)"
@@ -272,6 +309,8 @@ def summary(args):
                             f"{r.get('error')}{': ' + tail if tail else ''}")
             continue
         m = metrics(r["result"])
+        m["redis_publish_per_message"] = r.get("redis_publish_per_message")
+        m["redis_publish_per_message_net"] = r.get("redis_publish_per_message_net")
         runs[key].append(m)
         if m["problems"]:
             problems.append(f"{r.get('scenario')} {r.get('target')} N={r.get('n')} run {r.get('run')}: "
@@ -406,6 +445,74 @@ def summary(args):
             rows.append(row)
         out += [table(header, rows), ""]
 
+    # Cluster: the 3-node Switchboard cluster beside one Switchboard node and the 2-node
+    # Socket.IO cluster, fanout and paced runs.
+    cluster_keys = sorted({(k[0], k[1], k[2]) for k in list(runs) + list(failures)
+                           if k[3] == CLUSTER and k[0] in ("fanout", "paced")},
+                          key=lambda k: (k[0] != "fanout", k[1], k[2]))
+    if cluster_keys:
+        n_nodes = max((len(m["node_ns_per_delivery"]) for k, ms in runs.items() if k[3] == CLUSTER
+                       for m in ms), default=0)
+        peers = [p for p in CLUSTER_PEERS if p in targets]
+        out += ["## Cluster", "",
+                f"`{CLUSTER}`: redis-server and three Switchboard nodes (`--workers 1` each), all on "
+                "one core; the subscribers spread round-robin over the nodes (subscriber i on node "
+                "i mod 3), the publisher on c1 publishing with `scope: cluster`, so every message is "
+                "one Redis PUBLISH that each node receives and fans out to its own subscribers. "
+                "Per row: the cluster's deliveries/s (all subscribers together); CPU per delivery of "
+                "each node (its CPU over the deliveries to its own subscribers, ns; c1's includes "
+                "taking the publishes); Redis's CPU per published message (ns); Redis PUBLISH calls "
+                "per published message (INFO commandstats around the run; in brackets net of the "
+                "nodes' readiness canaries, one PUBLISH per node per second). The ratio columns "
+                "divide the cluster's deliveries/s, and its CPU per delivery (all nodes together, "
+                "as in the Server CPU table), by those of "
+                + " and ".join(f"`{p}`" for p in peers) + " in the same scenario"
+                + (" (socketio-redis-2-nodes: node A's CPU only, node B holds the publisher)"
+                   if "socketio-redis-2-nodes" in peers else "")
+                + ".", ""] if peers else [
+                "## Cluster", "",
+                f"`{CLUSTER}`: redis-server and three Switchboard nodes, subscribers round-robin over "
+                "them, the publisher on c1 with `scope: cluster`. Run `switchboard` and "
+                "`socketio-redis-2-nodes` too for the ratio columns.", ""]
+        header = ["subscribers", "run", "deliveries/s"] + [f"c{i + 1} ns/delivery" for i in range(n_nodes)] + [
+            "Redis ns/publish", "Redis PUBLISH/message"]
+        for p in peers:
+            header += [f"vs {p}: deliveries/s", f"vs {p}: CPU/delivery"]
+        rows = []
+        for scenario, n, rate in cluster_keys:
+            mps, note, _ = cell(scenario, n, rate, CLUSTER, lambda m: m["msgs_per_s"])
+            row = [n, "unpaced" if scenario == "fanout" else f"paced {rate:g}/s", fmt_num(mps) + note]
+            for i in range(n_nodes):
+                v, _, _ = cell(scenario, n, rate, CLUSTER,
+                               lambda m, i=i: m["node_ns_per_delivery"][i] if i < len(m["node_ns_per_delivery"]) else None)
+                row.append(f"{v:.0f}" if v is not None else "–")
+            v, _, _ = cell(scenario, n, rate, CLUSTER, lambda m: m["redis_ns_per_publish"])
+            row.append(f"{v:.0f}" if v is not None else "–")
+            raw, _, _ = cell(scenario, n, rate, CLUSTER, lambda m: m["redis_publish_per_message"])
+            net, _, _ = cell(scenario, n, rate, CLUSTER, lambda m: m["redis_publish_per_message_net"])
+            row.append((f"{raw:.3f}" if raw is not None else "–") + (f" ({net:.3f})" if net is not None else ""))
+            cpu, _, _ = cell(scenario, n, rate, CLUSTER, lambda m: m["server_ns_per_delivery"])
+            for p in peers:
+                pm, _, _ = cell(scenario, n, rate, p, lambda m: m["msgs_per_s"])
+                pc, _, _ = cell(scenario, n, rate, p, lambda m: m["server_ns_per_delivery"])
+                row.append(f"{mps / pm:.2f}×" if mps and pm else "–")
+                row.append(f"{cpu / pc:.2f}×" if cpu and pc else "–")
+            rows.append(row)
+        out += [table(header, rows), ""]
+        # The peers' own Redis figures, when they were measured.
+        redis_rows = []
+        for scenario, n, rate in cluster_keys:
+            for p in [t for t in peers if t != "switchboard"]:
+                v, _, cnt = cell(scenario, n, rate, p, lambda m: m["redis_ns_per_publish"])
+                raw, _, _ = cell(scenario, n, rate, p, lambda m: m["redis_publish_per_message"])
+                if cnt and (v is not None or raw is not None):
+                    redis_rows.append([n, "unpaced" if scenario == "fanout" else f"paced {rate:g}/s", p,
+                                       f"{v:.0f}" if v is not None else "–",
+                                       f"{raw:.3f}" if raw is not None else "–"])
+        if redis_rows:
+            out += ["The other cluster's Redis in the same runs:", "",
+                    table(["subscribers", "run", "target", "Redis ns/publish", "Redis PUBLISH/message"], redis_rows), ""]
+
     mem_rows = []
     conn = sorted({k[1] for k in list(runs) + list(failures) if k[0] == "connect"})
     for n in conn:
@@ -446,6 +553,12 @@ def summary(args):
                          "the bench has no `--publish-url`, so subscribers and publisher are all on node A "
                          "(the adapter still publishes every message to Redis; node B only listens). "
                          "RSS is node A's.")
+    if CLUSTER in targets:
+        notes.append(f"{CLUSTER}: redis-server and three Switchboard nodes, all on CPU 0; subscribers "
+                     "round-robin over the nodes, the publisher on c1 (`--scope cluster`). Its CPU per "
+                     "delivery is the three nodes' CPU together over all deliveries (Redis's is "
+                     "separate, in the Cluster table), its RSS per connection the three nodes' growth "
+                     "over all connections. Not run in the connect and many-rooms scenarios.")
     out += ["## Notes", ""] + [f"- {n}" for n in notes]
     if problems:
         out += ["", "Runs that failed or reported loss, duplicates or disconnections:", ""]

@@ -33,7 +33,7 @@ pub(crate) async fn run<A: Adapter>(args: &ConnectArgs, ep: Endpoint) -> Outcome
     report.hold_s = Some(args.hold);
 
     let rss = |pid: Option<u32>| pid.map(sys::rss_kib).transpose();
-    let rss_before = match rss(c.server_pid) {
+    let rss_before = match rss(c.server_pid()) {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
@@ -68,7 +68,7 @@ pub(crate) async fn run<A: Adapter>(args: &ConnectArgs, ep: Endpoint) -> Outcome
         Err(e) => return Outcome::failed(e),
     };
     let up = started.elapsed().as_secs_f64();
-    let rss_connected = match rss(c.server_pid) {
+    let rss_connected = match rss(c.server_pid()) {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
@@ -109,7 +109,7 @@ pub(crate) async fn run<A: Adapter>(args: &ConnectArgs, ep: Endpoint) -> Outcome
         .await;
     }
     progress.clear();
-    let rss_end = match rss(c.server_pid) {
+    let rss_end = match rss(c.server_pid()) {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };

@@ -2,7 +2,9 @@
 //! publishers each publishing M messages to every room in turn (message s goes to room 0, 1, …,
 //! R−1, then s+1), at `--rate` messages per second per publisher. With `--publisher-rooms own`,
 //! publisher p publishes its M messages to room p mod R only: the chat-shaped load of many small
-//! rooms, each with its own publishers.
+//! rooms, each with its own publishers. With several `--url`s (the nodes of a cluster),
+//! subscriber i connects to URL i mod n, and the report breaks deliveries, CPU and memory down
+//! per node.
 //!
 //! Phases: every subscriber connects and has its subscription confirmed; every publisher
 //! connects; then publishing starts. The run ends when every subscriber has all it expects
@@ -33,11 +35,11 @@ use crate::{
     net::{Endpoint, Ws},
     payload::{self, now_ns},
     progress::Progress,
-    report::{Report, Rss},
+    report::{NodeReport, Report, Rss},
     stats::{record_latency, Accounting, SeqTracker},
     sys,
     wire::RawWs,
-    Endpoints, FanoutArgs, Outcome, PublisherRooms,
+    Endpoints, FanoutArgs, Outcome, PublishTo, PublisherRooms,
 };
 
 /// Publishes written before a flush.
@@ -48,9 +50,9 @@ const BITSET_BUDGET: u64 = 512 << 20;
 /// What every connection task of a run knows.
 #[derive(Debug)]
 struct Shared {
-    /// Where subscribers connect (`--url`).
-    ep: Endpoint,
-    /// Where publishers connect (`--publish-url`, by default `--url`).
+    /// Where subscribers connect (`--url`): subscriber i to `eps[i mod n]`.
+    eps: Vec<Endpoint>,
+    /// Where publishers connect (`--publish-url`, by default the first `--url`).
     publish_ep: Endpoint,
     opts: AdapterOpts,
     handshakes: Semaphore,
@@ -121,10 +123,29 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         args.messages,
         BITSET_BUDGET,
     );
-    let publish_url = eps.publish.as_ref().and(args.publish_url.clone());
+    let multi = eps.nodes.len() > 1;
+    // One URL: `publish_url` only when the publishers go to another server or URL. Several:
+    // always (by default the first URL), as `url` is then a list.
+    let publish_url = match (&eps.publish, multi) {
+        (PublishTo::Elsewhere(_), _) => args.publish_url.clone(),
+        (PublishTo::Node(k), true) => Some(
+            args.publish_url
+                .clone()
+                .unwrap_or_else(|| eps.urls[*k].clone()),
+        ),
+        (PublishTo::Node(_), false) => None,
+    };
+    let publish_node = match eps.publish {
+        PublishTo::Node(k) => Some(k),
+        PublishTo::Elsewhere(_) => None,
+    };
+    let node_urls = eps.urls;
     let shared = Arc::new(Shared {
-        publish_ep: eps.publish.unwrap_or_else(|| eps.main.clone()),
-        ep: eps.main,
+        publish_ep: match eps.publish {
+            PublishTo::Node(k) => eps.nodes[k].clone(),
+            PublishTo::Elsewhere(ep) => ep,
+        },
+        eps: eps.nodes,
         opts: AdapterOpts {
             scope: args.scope,
             fire_and_forget: args.window == 0,
@@ -164,8 +185,14 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     report.source_ips = c.source_ips;
     report.loss_accounting = Some(accounting);
 
-    let rss = |pid: Option<u32>| pid.map(sys::rss_kib).transpose();
-    let rss_before = match rss(c.server_pid) {
+    // One sample per `--server-pid` (none, or one per node).
+    let pids = c.server_pids();
+    let rss = || {
+        pids.iter()
+            .map(|&p| sys::rss_kib(p))
+            .collect::<Result<Vec<_>>>()
+    };
+    let rss_before = match rss() {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
@@ -230,15 +257,25 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     {
         return Outcome::failed(e);
     }
-    let rss_connected = match rss(c.server_pid) {
+    let rss_connected = match rss() {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
 
-    // Publish, and watch the deliveries. The server's CPU time is sampled now (it is idle: the
-    // first publish is about to leave) and once the deliveries are over.
-    let cpu = |pid: Option<u32>| pid.map(sys::cpu_ns).transpose();
-    let cpu_start = match cpu(c.server_pid) {
+    // Publish, and watch the deliveries. The servers' (and Redis's) CPU time is sampled now (they
+    // are idle: the first publish is about to leave) and once the deliveries are over.
+    let cpu = || {
+        let servers = pids
+            .iter()
+            .map(|&p| sys::cpu_ns("--server-pid", p))
+            .collect::<Result<Vec<_>>>()?;
+        let redis = args
+            .redis_pid
+            .map(|p| sys::cpu_ns("--redis-pid", p))
+            .transpose()?;
+        Ok::<_, Error>((servers, redis))
+    };
+    let cpu_start = match cpu() {
         Ok(t) => t,
         Err(e) => return Outcome::failed(e),
     };
@@ -288,11 +325,12 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
         }
     }
     progress.clear();
-    let cpu_end = match cpu(c.server_pid) {
+    let cpu_end = match cpu() {
         Ok(t) => t,
         Err(e) => return Outcome::failed(e),
     };
-    let rss_end = match rss(c.server_pid) {
+    let published: u64 = pub_slots.iter().map(|s| s.count()).sum();
+    let rss_end = match rss() {
         Ok(r) => r,
         Err(e) => return Outcome::failed(e),
     };
@@ -306,7 +344,11 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     let mut errors = ErrorTally::default();
     let (mut delivered, mut lost, mut duplicated, mut invalid) = (0, 0, 0, 0);
     let mut last_ns = 0;
-    for s in subs.iter().flatten() {
+    let n_nodes = shared.eps.len();
+    let mut node_delivered = vec![0u64; n_nodes];
+    for (i, s) in subs.iter().enumerate() {
+        let Some(s) = s else { continue };
+        node_delivered[i % n_nodes] += s.tracker.unique + s.tracker.duplicated;
         delivered += s.tracker.unique + s.tracker.duplicated;
         lost += s.tracker.lost();
         duplicated += s.tracker.duplicated;
@@ -357,18 +399,70 @@ pub(crate) async fn run<A: Adapter>(args: &FanoutArgs, eps: Endpoints) -> Outcom
     }
     report.disconnected = errors.total() + missing;
     report.errors = errors.top(5);
-    // `--server-pid` is `--url`'s server: with a `--publish-url` it holds the subscribers only.
-    let held = if report.publish_url.is_some() {
-        args.subscribers
-    } else {
-        report.connections
+    // Each `--server-pid` is its `--url`'s server: it holds the subscribers connected there, and
+    // the publishers when `--publish-url` is that node.
+    let node_subs =
+        |k: usize| args.subscribers / n_nodes + usize::from(k < args.subscribers % n_nodes);
+    let node_pubs = |k: usize| {
+        if publish_node == Some(k) {
+            pub_slots.len()
+        } else {
+            0
+        }
     };
-    Rss::record(&mut report, (rss_before, rss_connected, rss_end), held);
-    if let (Some(start), Some(end)) = (cpu_start, cpu_end) {
-        let used_ns = end.saturating_sub(start);
+    let held: usize = (0..n_nodes).map(|k| node_subs(k) + node_pubs(k)).sum();
+    if rss_before.len() == n_nodes {
+        let sum = |v: &[u64]| Some(v.iter().sum::<u64>());
+        Rss::record(
+            &mut report,
+            (sum(&rss_before), sum(&rss_connected), sum(&rss_end)),
+            held,
+        );
+    }
+    let per_delivery =
+        |ns: u64, n: u64| (n > 0).then(|| (ns as f64 / n as f64 * 10.0).round() / 10.0);
+    let ((cpu_start, redis_start), (cpu_end, redis_end)) = (cpu_start, cpu_end);
+    let used: Vec<u64> = cpu_start
+        .iter()
+        .zip(&cpu_end)
+        .map(|(start, end)| end.saturating_sub(*start))
+        .collect();
+    if !used.is_empty() {
+        let used_ns: u64 = used.iter().sum();
         report.server_cpu_s = Some(round3(used_ns as f64 / 1e9));
-        report.server_ns_per_delivery =
-            (delivered > 0).then(|| (used_ns as f64 / delivered as f64 * 10.0).round() / 10.0);
+        report.server_ns_per_delivery = per_delivery(used_ns, delivered);
+    }
+    if let (Some(start), Some(end)) = (redis_start, redis_end) {
+        let used_ns = end.saturating_sub(start);
+        report.redis_cpu_s = Some(round3(used_ns as f64 / 1e9));
+        report.redis_cpu_ns_per_publish = per_delivery(used_ns, published);
+    }
+    if multi {
+        report.nodes = (0..n_nodes)
+            .map(|k| {
+                let connections = node_subs(k) + node_pubs(k);
+                NodeReport {
+                    url: node_urls[k].clone(),
+                    pid: pids.get(k).copied(),
+                    subscribers: node_subs(k),
+                    publishers: node_pubs(k),
+                    deliveries: node_delivered[k],
+                    cpu_s: used.get(k).map(|&ns| round3(ns as f64 / 1e9)),
+                    cpu_ns_per_delivery: used
+                        .get(k)
+                        .and_then(|&ns| per_delivery(ns, node_delivered[k])),
+                    rss_kib_per_connection: match (rss_before.get(k), rss_connected.get(k)) {
+                        (Some(&before), Some(&connected)) => Rss {
+                            before,
+                            connected,
+                            end: rss_end.get(k).copied().unwrap_or(connected),
+                        }
+                        .per_connection(connections),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
     }
     let failure = if report.timed_out {
         Some(Error(format!(
@@ -389,7 +483,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// Connects (bounded by the handshake semaphore), says hello, subscribes to `room` when asked;
-/// a subscriber connects to `--url`, a publisher to `--publish-url`.
+/// subscriber `index` connects to `--url` (its URL `index` mod n), a publisher to `--publish-url`.
 async fn setup<C: Conn, A: Adapter>(
     shared: &Shared,
     index: usize,
@@ -403,7 +497,7 @@ async fn setup<C: Conn, A: Adapter>(
         .map_err(|_| Error::from("handshake semaphore closed"))?;
     let url_room = A::CONNECTION_PER_ROOM.then_some(room);
     let ep = if subscribe {
-        &shared.ep
+        &shared.eps[index % shared.eps.len()]
     } else {
         &shared.publish_ep
     };

@@ -97,18 +97,45 @@ pub enum PublisherRooms {
     Own,
 }
 
+/// Process ids, comma-separated (`--server-pid 4101,4102,4103`: one per `--url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pids(pub Vec<u32>);
+
+/// Parses `--server-pid`: one process id, or several separated by commas.
+fn parse_pids(s: &str) -> std::result::Result<Pids, String> {
+    s.split(',')
+        .map(|item| match item.trim() {
+            "" => Err(format!(
+                "`{s}` has an empty item: give PID, or PID,PID,... (one per --url)"
+            )),
+            item => item
+                .parse::<u32>()
+                .map_err(|_| format!("`{item}` is not a process id")),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Pids)
+}
+
+/// The items of a comma-separated `--url`, trimmed (one item: the URL as given).
+fn split_urls(s: &str) -> Vec<&str> {
+    s.split(',').map(str::trim).collect()
+}
+
 /// Options shared by every scenario.
 #[derive(Debug, clap::Args)]
 pub struct Common {
-    /// WebSocket URL of the server (for Socket.IO: its base URL, e.g. ws://127.0.0.1:3000).
-    #[arg(long)]
+    /// WebSocket URL of the server (for Socket.IO: its base URL, e.g. ws://127.0.0.1:3000);
+    /// `fanout`: several, comma-separated, for the nodes of a cluster (subscriber i connects to
+    /// URL i mod n).
+    #[arg(long, value_name = "URL[,URL...]")]
     pub url: String,
     /// The server's protocol.
     #[arg(long, value_enum, default_value = "switchboard")]
     pub target: Target,
-    /// Server process id, to report its memory (RSS) per connection.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Server process id, to report its memory (RSS) per connection and (`fanout`) its CPU time
+    /// per delivery; with several --url, one pid per URL, comma-separated, in the same order.
+    #[arg(long, value_name = "PID[,PID...]", value_parser = parse_pids)]
+    pub server_pid: Option<Pids>,
     /// Spread client sockets over this many source addresses 127.0.0.1, 127.0.0.2, ...
     #[arg(long, default_value_t = 1)]
     pub source_ips: u16,
@@ -126,15 +153,31 @@ pub struct Common {
     pub concurrency: usize,
 }
 
+impl Common {
+    /// The `--server-pid` list (empty without one).
+    pub(crate) fn server_pids(&self) -> &[u32] {
+        self.server_pid.as_ref().map_or(&[], |p| &p.0)
+    }
+
+    /// The one `--server-pid` of a single-server run (`validate` refuses several elsewhere).
+    pub(crate) fn server_pid(&self) -> Option<u32> {
+        self.server_pids().first().copied()
+    }
+}
+
 /// `fanout` options.
 #[derive(Debug, clap::Args)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
     /// WebSocket URL the publishers connect to, e.g. the second node of a cluster (subscribers
-    /// connect to --url); same rules as --url. Default: --url.
+    /// connect to --url); same rules as --url. Default: --url (its first URL).
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
+    /// Process id of the Redis (or other broker) between the nodes, to report its CPU time per
+    /// published message.
+    #[arg(long, value_name = "PID")]
+    pub redis_pid: Option<u32>,
     /// Subscribers.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
@@ -217,8 +260,18 @@ pub fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Some(pid) = common.server_pid {
+    for &pid in common.server_pids() {
         if let Err(e) = sys::rss_kib(pid) {
+            eprintln!("switchboard bench: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    if let Scenario::Fanout(FanoutArgs {
+        redis_pid: Some(pid),
+        ..
+    }) = &args.scenario
+    {
+        if let Err(e) = sys::cpu_ns("--redis-pid", *pid) {
             eprintln!("switchboard bench: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
@@ -259,32 +312,107 @@ pub fn main(args: BenchArgs) -> ExitCode {
     }
 }
 
-/// Where the connections go: `--url`, and for `fanout` the publishers' `--publish-url`.
+/// Where the connections go: `--url` (one or, for `fanout`, several), and for `fanout` the
+/// publishers' `--publish-url`.
 #[derive(Debug)]
 pub(crate) struct Endpoints {
-    /// `--url`: every connection but `fanout`'s publishers.
-    pub(crate) main: net::Endpoint,
-    /// `--publish-url`, when given and not the same server and URL as `--url`.
-    pub(crate) publish: Option<net::Endpoint>,
+    /// `--url`, one per URL in the order given: where the subscribers (subscriber i: node
+    /// i mod n) and every `connect` connection go. Never empty; `connect` has exactly one.
+    pub(crate) nodes: Vec<net::Endpoint>,
+    /// The URLs of `nodes` as given (trimmed).
+    pub(crate) urls: Vec<String>,
+    /// Where the publishers connect.
+    pub(crate) publish: PublishTo,
 }
 
-/// Parses and checks `--url` and `--publish-url` (both loopback `ws://` URLs).
+impl Endpoints {
+    /// The first (for `connect`: the only) `--url`.
+    pub(crate) fn main(&self) -> &net::Endpoint {
+        &self.nodes[0]
+    }
+}
+
+/// Where `fanout`'s publishers connect.
+#[derive(Debug)]
+pub(crate) enum PublishTo {
+    /// To node `k` of [`Endpoints::nodes`]: no `--publish-url`, or one naming that node's server
+    /// and URL (however the host is spelled).
+    Node(usize),
+    /// To a server that is none of the nodes (`--publish-url`).
+    Elsewhere(net::Endpoint),
+}
+
+/// Parses and checks `--url` (each of its URLs) and `--publish-url` (all loopback `ws://`
+/// URLs).
 fn endpoints(args: &BenchArgs) -> Result<Endpoints, Error> {
     let (common, publish_url) = match &args.scenario {
         Scenario::Fanout(a) => (&a.common, a.publish_url.as_deref()),
         Scenario::Connect(a) => (&a.common, None),
     };
-    let main = net::Endpoint::parse("--url", &common.url, common.source_ips)?;
+    let urls = split_urls(&common.url);
+    if urls.len() > 1 {
+        if let Scenario::Connect(_) = args.scenario {
+            return Err(Error(format!(
+                "--url `{}`: connect takes one URL (several are for fanout)",
+                common.url
+            )));
+        }
+        if urls.iter().any(|u| u.is_empty()) {
+            return Err(Error(format!(
+                "--url `{}` has an empty item: give URL or URL,URL,...",
+                common.url
+            )));
+        }
+    }
+    let mut nodes: Vec<net::Endpoint> = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let ep = net::Endpoint::parse("--url", url, common.source_ips)?;
+        if let Some(k) = nodes.iter().position(|n| n.same_server(&ep)) {
+            return Err(Error(format!(
+                "--url lists the same server twice: `{}` and `{url}`",
+                urls[k]
+            )));
+        }
+        nodes.push(ep);
+    }
     let publish = match publish_url {
-        Some(url) => Some(net::Endpoint::parse(
-            "--publish-url",
-            url,
-            common.source_ips,
-        )?)
-        .filter(|p| !p.same_server(&main)),
-        None => None,
+        Some(url) => {
+            let p = net::Endpoint::parse("--publish-url", url, common.source_ips)?;
+            match nodes.iter().position(|n| n.same_server(&p)) {
+                Some(k) => PublishTo::Node(k),
+                None => PublishTo::Elsewhere(p),
+            }
+        }
+        None => PublishTo::Node(0),
     };
-    Ok(Endpoints { main, publish })
+    Ok(Endpoints {
+        nodes,
+        urls: urls.into_iter().map(str::to_owned).collect(),
+        publish,
+    })
+}
+
+/// Checks `--server-pid` against `--url`: none, or one per URL, each listed once.
+fn check_pids(urls: usize, pids: &[u32]) -> Result<(), Error> {
+    if !pids.is_empty() && pids.len() != urls {
+        return Err(Error(if urls == 1 {
+            format!(
+                "--server-pid lists {} pids for one --url: give the pid of its server",
+                pids.len()
+            )
+        } else {
+            format!(
+                "--server-pid lists {} pid(s) for {urls} URLs in --url: give one per URL, in the same order",
+                pids.len()
+            )
+        }));
+    }
+    for (i, p) in pids.iter().enumerate() {
+        if pids[..i].contains(p) {
+            return Err(Error(format!("--server-pid lists pid {p} twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the scenario on a runtime of `threads` workers; merges the latencies once the workers
@@ -311,10 +439,12 @@ fn run(args: &BenchArgs, eps: Endpoints, threads: usize) -> Outcome {
                 Target::Ws => fanout::run::<adapters::PlainWs>(a, eps).await,
             },
             Scenario::Connect(a) => match a.common.target {
-                Target::Switchboard => connect::run::<adapters::Switchboard>(a, eps.main).await,
-                Target::Nats => connect::run::<adapters::Nats>(a, eps.main).await,
-                Target::Socketio => connect::run::<adapters::SocketIo>(a, eps.main).await,
-                Target::Ws => connect::run::<adapters::PlainWs>(a, eps.main).await,
+                Target::Switchboard => {
+                    connect::run::<adapters::Switchboard>(a, eps.main().clone()).await
+                }
+                Target::Nats => connect::run::<adapters::Nats>(a, eps.main().clone()).await,
+                Target::Socketio => connect::run::<adapters::SocketIo>(a, eps.main().clone()).await,
+                Target::Ws => connect::run::<adapters::PlainWs>(a, eps.main().clone()).await,
             },
         }
     });
@@ -348,6 +478,7 @@ fn validate(args: &BenchArgs) -> Result<(), Error> {
     if common.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
+    check_pids(split_urls(&common.url).len(), common.server_pids())?;
     match &args.scenario {
         Scenario::Fanout(a) => {
             for (name, v) in [
@@ -407,20 +538,22 @@ mod tests {
     #[test]
     fn publish_url_defaults_to_url() {
         let eps = fanout_endpoints(&[]).expect("ok");
-        assert_eq!(eps.main.addr, "127.0.0.1:3000".parse().expect("addr"));
-        assert!(eps.publish.is_none());
+        assert_eq!(eps.main().addr, "127.0.0.1:3000".parse().expect("addr"));
+        assert!(matches!(eps.publish, PublishTo::Node(0)));
         // The same server and URL, spelled differently: nothing to report either.
         for same in ["ws://127.0.0.1:3000/ws", "ws://localhost:3000/ws/"] {
             let eps = fanout_endpoints(&["--publish-url", same]).expect("ok");
-            assert!(eps.publish.is_none(), "{same}");
+            assert!(matches!(eps.publish, PublishTo::Node(0)), "{same}");
         }
     }
 
     #[test]
     fn publish_url_to_another_node() {
         let eps = fanout_endpoints(&["--publish-url", "ws://127.0.0.1:3001/ws"]).expect("ok");
-        assert_eq!(eps.main.addr, "127.0.0.1:3000".parse().expect("addr"));
-        let publish = eps.publish.expect("a second endpoint");
+        assert_eq!(eps.main().addr, "127.0.0.1:3000".parse().expect("addr"));
+        let PublishTo::Elsewhere(publish) = eps.publish else {
+            panic!("a second endpoint");
+        };
         assert_eq!(publish.addr, "127.0.0.1:3001".parse().expect("addr"));
         assert_eq!(publish.url("", None), "ws://127.0.0.1:3001/ws");
     }
@@ -461,5 +594,189 @@ mod tests {
         let mut with = connect.to_vec();
         with.extend(["--publish-url", "ws://127.0.0.1:3001/ws"]);
         assert!(parse(&with).is_err());
+    }
+
+    fn fanout_at(urls: &str, extra: &[&str]) -> Result<Endpoints, Error> {
+        let mut args = vec!["fanout", "--url", urls];
+        args.extend_from_slice(extra);
+        endpoints(&parse(&args).expect("valid arguments"))
+    }
+
+    const THREE: &str = "ws://127.0.0.1:3000/ws,ws://127.0.0.1:3001/ws,ws://127.0.0.1:3002/ws";
+
+    #[test]
+    fn several_urls() {
+        let eps = fanout_at(THREE, &[]).expect("ok");
+        let ports: Vec<u16> = eps.nodes.iter().map(|n| n.addr.port()).collect();
+        assert_eq!(ports, [3000, 3001, 3002]);
+        assert_eq!(eps.urls[2], "ws://127.0.0.1:3002/ws");
+        assert_eq!(eps.main().addr.port(), 3000);
+        // The publishers default to the first URL.
+        assert!(matches!(eps.publish, PublishTo::Node(0)));
+        // Spaces around the commas are tolerated; the URLs are kept trimmed.
+        let eps = fanout_at(" ws://127.0.0.1:3000/ws , ws://localhost:3001/ws", &[]).expect("ok");
+        assert_eq!(
+            eps.urls,
+            ["ws://127.0.0.1:3000/ws", "ws://localhost:3001/ws"]
+        );
+        assert_eq!(eps.nodes[1].url("", None), "ws://localhost:3001/ws");
+    }
+
+    #[test]
+    fn publish_url_among_several() {
+        // One of the nodes (however spelled): the publishers share that node.
+        let eps = fanout_at(THREE, &["--publish-url", "ws://localhost:3001/ws/"]).expect("ok");
+        assert!(matches!(eps.publish, PublishTo::Node(1)));
+        // None of them: a server of its own.
+        let eps = fanout_at(THREE, &["--publish-url", "ws://127.0.0.1:3009/ws"]).expect("ok");
+        let PublishTo::Elsewhere(p) = eps.publish else {
+            panic!("elsewhere");
+        };
+        assert_eq!(p.addr.port(), 3009);
+    }
+
+    #[test]
+    fn every_url_is_checked() {
+        for (urls, bad) in [
+            ("ws://127.0.0.1:3000/ws,ws://10.0.0.1:3001/ws", "10.0.0.1"),
+            ("ws://127.0.0.1:3000/ws,wss://127.0.0.1:3001/ws", "wss://"),
+            ("ws://127.0.0.1:3000/ws,http://127.0.0.1:3001/ws", "http://"),
+            ("ws://example.com/ws,ws://127.0.0.1:3001/ws", "example.com"),
+        ] {
+            let e = fanout_at(urls, &[]).expect_err(urls);
+            assert!(e.0.starts_with("--url "), "{urls}: {e}");
+            assert!(e.0.contains(bad), "{urls}: {e}");
+        }
+        for urls in [
+            "ws://127.0.0.1:3000/ws,",
+            ",ws://127.0.0.1:3000/ws",
+            "ws://127.0.0.1:3000/ws,,ws://127.0.0.1:3001/ws",
+        ] {
+            let e = fanout_at(urls, &[]).expect_err(urls);
+            assert!(e.0.contains("empty item"), "{urls}: {e}");
+        }
+        // The same server twice (spelled differently) would mix two nodes' figures.
+        let e =
+            fanout_at("ws://127.0.0.1:3000/ws,ws://localhost:3000/ws/", &[]).expect_err("twice");
+        assert!(e.0.contains("twice"), "{e}");
+        // --source-ips above 1 needs every URL IPv4.
+        let e = fanout_at(
+            "ws://127.0.0.1:3000/ws,ws://[::1]:3001",
+            &["--source-ips", "2"],
+        )
+        .expect_err("IPv6");
+        assert!(e.0.contains("IPv4"), "{e}");
+    }
+
+    #[test]
+    fn connect_takes_one_url() {
+        let args = parse(&[
+            "connect",
+            "--url",
+            "ws://127.0.0.1:3000/ws,ws://127.0.0.1:3001/ws",
+        ])
+        .expect("valid arguments");
+        let e = endpoints(&args).expect_err("two URLs");
+        assert!(e.0.contains("connect takes one URL"), "{e}");
+        let args = parse(&[
+            "connect",
+            "--url",
+            "ws://127.0.0.1:3000/ws",
+            "--server-pid",
+            "7,8",
+        ])
+        .expect("valid arguments");
+        assert!(validate(&args).is_err());
+    }
+
+    #[test]
+    fn pid_lists() {
+        assert_eq!(parse_pids("42"), Ok(Pids(vec![42])));
+        assert_eq!(parse_pids("1,2, 3"), Ok(Pids(vec![1, 2, 3])));
+        for bad in [
+            "",
+            "1,",
+            ",1",
+            "1,,2",
+            "x",
+            "1,x",
+            "-1",
+            "1;2",
+            "99999999999",
+        ] {
+            assert!(parse_pids(bad).is_err(), "{bad:?}");
+        }
+        // Through clap: one pid as before, several separated by commas.
+        let one = parse(&[
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:3000/ws",
+            "--server-pid",
+            "42",
+        ])
+        .expect("one pid");
+        let Scenario::Fanout(a) = &one.scenario else {
+            panic!("fanout")
+        };
+        assert_eq!(a.common.server_pids(), [42]);
+        assert_eq!(a.common.server_pid(), Some(42));
+        assert!(validate(&one).is_ok());
+        let three = parse(&[
+            "fanout",
+            "--url",
+            THREE,
+            "--server-pid",
+            "7,8,9",
+            "--redis-pid",
+            "6",
+        ])
+        .expect("three pids");
+        let Scenario::Fanout(a) = &three.scenario else {
+            panic!("fanout")
+        };
+        assert_eq!(a.common.server_pids(), [7, 8, 9]);
+        assert_eq!(a.redis_pid, Some(6));
+        assert!(validate(&three).is_ok());
+        assert!(parse(&["fanout", "--url", THREE, "--server-pid", "7,,9"]).is_err());
+        let none = parse(&["fanout", "--url", THREE]).expect("no pid");
+        let Scenario::Fanout(a) = &none.scenario else {
+            panic!("fanout")
+        };
+        assert!(a.common.server_pids().is_empty());
+        assert!(validate(&none).is_ok());
+    }
+
+    #[test]
+    fn one_pid_per_url() {
+        assert!(check_pids(1, &[]).is_ok());
+        assert!(check_pids(1, &[5]).is_ok());
+        assert!(check_pids(3, &[]).is_ok());
+        assert!(check_pids(3, &[5, 6, 7]).is_ok());
+        for (urls, pids) in [
+            (1, &[5, 6][..]),
+            (3, &[5][..]),
+            (3, &[5, 6][..]),
+            (2, &[5, 6, 7][..]),
+        ] {
+            let e = check_pids(urls, pids).expect_err("count");
+            assert!(e.0.starts_with("--server-pid lists "), "{e}");
+        }
+        let e = check_pids(3, &[5, 6, 5]).expect_err("twice");
+        assert!(e.0.contains("pid 5 twice"), "{e}");
+        // validate applies it.
+        let args = parse(&["fanout", "--url", THREE, "--server-pid", "7,8"]).expect("parses");
+        assert!(validate(&args).is_err());
+    }
+
+    #[test]
+    fn redis_pid_is_a_fanout_option() {
+        assert!(parse(&[
+            "connect",
+            "--url",
+            "ws://127.0.0.1:3000/ws",
+            "--redis-pid",
+            "6"
+        ])
+        .is_err());
     }
 }

@@ -48,6 +48,30 @@ impl Rss {
     }
 }
 
+/// One node of a `fanout` run over several `--url`s: what its subscribers received and what it
+/// cost that node's process (its `--server-pid`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct NodeReport {
+    pub(crate) url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pid: Option<u32>,
+    /// Subscribers connected to this node.
+    pub(crate) subscribers: usize,
+    /// Publisher connections on this node (`--publish-url`, by default the first node).
+    pub(crate) publishers: usize,
+    /// Messages the subscribers on this node received.
+    pub(crate) deliveries: u64,
+    /// CPU time the process used from the first publish to the end of the deliveries, in s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cpu_s: Option<f64>,
+    /// `cpu_s` / `deliveries`, in ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cpu_ns_per_delivery: Option<f64>,
+    /// (RSS once connected − RSS before) / (subscribers + publishers), in KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_kib_per_connection: Option<f64>,
+}
+
 /// Everything a run measured; fields that do not apply to the scenario are left out of the JSON.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -116,6 +140,15 @@ pub(crate) struct Report {
     /// `server_cpu_s` / delivered, in ns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) server_ns_per_delivery: Option<f64>,
+    /// `fanout` with several `--url`s: one entry per URL, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) nodes: Vec<NodeReport>,
+    /// `fanout` with `--redis-pid`: Redis's CPU time over the same span as `server_cpu_s`, in s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis_cpu_s: Option<f64>,
+    /// `redis_cpu_s` / messages published, in ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis_cpu_ns_per_publish: Option<f64>,
     pub(crate) timed_out: bool,
     /// The first few distinct errors seen after connections were up.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -160,6 +193,9 @@ impl Report {
             rss_per_conn_kib: None,
             server_cpu_s: None,
             server_ns_per_delivery: None,
+            nodes: Vec::new(),
+            redis_cpu_s: None,
+            redis_cpu_ns_per_publish: None,
             timed_out: false,
             errors: Vec::new(),
         }
@@ -172,6 +208,9 @@ impl Report {
 
     /// A two-column table.
     pub(crate) fn table(&self) -> String {
+        let node_keys: Vec<String> = (1..=self.nodes.len())
+            .map(|i| format!("node {i}"))
+            .collect();
         let mut rows: Vec<(&str, String)> = vec![
             ("scenario", self.scenario.to_owned()),
             ("target", format!("{:?}", self.target).to_lowercase()),
@@ -181,7 +220,11 @@ impl Report {
             rows.push(("publish url", p.clone()));
         }
         if let (Some(subs), Some(rooms)) = (self.subscribers, self.rooms) {
-            rows.push(("subscribers", format!("{subs} in {rooms} room(s)")));
+            let over = match self.nodes.len() {
+                0 | 1 => String::new(),
+                n => format!(", round-robin over {n} nodes"),
+            };
+            rows.push(("subscribers", format!("{subs} in {rooms} room(s){over}")));
         }
         if let (Some(p), Some(m), Some(s)) = (self.publishers, self.messages, self.size) {
             let rate = match self.rate {
@@ -259,7 +302,21 @@ impl Report {
                 Some(ns) => format!(", {ns:.1} ns per delivery"),
                 None => String::new(),
             };
-            rows.push(("server CPU", format!("{cpu:.3} s{per}")));
+            let of = match self.nodes.iter().filter(|n| n.pid.is_some()).count() {
+                0 | 1 => String::new(),
+                n => format!(" ({n} processes together)"),
+            };
+            rows.push(("server CPU", format!("{cpu:.3} s{per}{of}")));
+        }
+        for (key, n) in node_keys.iter().zip(&self.nodes) {
+            rows.push((key, n.line()));
+        }
+        if let Some(cpu) = self.redis_cpu_s {
+            let per = match self.redis_cpu_ns_per_publish {
+                Some(ns) => format!(", {ns:.1} ns per publish"),
+                None => String::new(),
+            };
+            rows.push(("Redis CPU", format!("{cpu:.3} s{per}")));
         }
         if self.timed_out {
             rows.push(("timed out", "yes".to_owned()));
@@ -271,6 +328,31 @@ impl Report {
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<width$}  {v}");
+        }
+        out
+    }
+}
+
+impl NodeReport {
+    /// The node's line of the table.
+    fn line(&self) -> String {
+        let mut out = self.url.clone();
+        if let Some(pid) = self.pid {
+            let _ = write!(out, " (pid {pid})");
+        }
+        let _ = write!(out, ": {} subscriber(s)", self.subscribers);
+        if self.publishers > 0 {
+            let _ = write!(out, " + {} publisher connection(s)", self.publishers);
+        }
+        let _ = write!(out, ", {} deliveries", thousands(self.deliveries as f64));
+        if let Some(cpu) = self.cpu_s {
+            let _ = write!(out, ", CPU {cpu:.3} s");
+        }
+        if let Some(ns) = self.cpu_ns_per_delivery {
+            let _ = write!(out, ", {ns:.1} ns per delivery");
+        }
+        if let Some(r) = self.rss_kib_per_connection {
+            let _ = write!(out, ", {r:.2} KiB RSS per connection");
         }
         out
     }
@@ -373,5 +455,65 @@ mod tests {
         assert_eq!(v["server_rss_kib"]["connected"], 2);
         assert_eq!(v["loss_accounting"], "in_order");
         assert_eq!(v["delivered"], 5);
+    }
+
+    #[test]
+    fn json_nodes_and_redis() {
+        // One URL: neither field.
+        let r = Report::new("fanout", Target::Switchboard, "ws://127.0.0.1:8080/ws");
+        let v: serde_json::Value = serde_json::from_str(&r.json()).expect("json");
+        assert!(v.get("nodes").is_none());
+        assert!(v.get("redis_cpu_ns_per_publish").is_none());
+        assert!(!r.table().contains("node 1"));
+
+        let mut r = Report::new(
+            "fanout",
+            Target::Switchboard,
+            "ws://127.0.0.1:8080/ws,ws://127.0.0.1:8082/ws",
+        );
+        r.subscribers = Some(3);
+        r.rooms = Some(1);
+        r.nodes = vec![
+            NodeReport {
+                url: "ws://127.0.0.1:8080/ws".to_owned(),
+                pid: Some(11),
+                subscribers: 2,
+                publishers: 1,
+                deliveries: 2000,
+                cpu_s: Some(0.02),
+                cpu_ns_per_delivery: Some(10000.0),
+                rss_kib_per_connection: Some(3.5),
+            },
+            NodeReport {
+                url: "ws://127.0.0.1:8082/ws".to_owned(),
+                pid: None,
+                subscribers: 1,
+                publishers: 0,
+                deliveries: 1000,
+                cpu_s: None,
+                cpu_ns_per_delivery: None,
+                rss_kib_per_connection: None,
+            },
+        ];
+        r.redis_cpu_s = Some(0.01);
+        r.redis_cpu_ns_per_publish = Some(10000.0);
+        let v: serde_json::Value = serde_json::from_str(&r.json()).expect("json");
+        assert_eq!(v["nodes"][0]["pid"], 11);
+        assert_eq!(v["nodes"][0]["deliveries"], 2000);
+        assert_eq!(v["nodes"][0]["cpu_ns_per_delivery"], 10000.0);
+        assert_eq!(v["nodes"][0]["rss_kib_per_connection"], 3.5);
+        assert!(v["nodes"][1].get("pid").is_none());
+        assert_eq!(v["nodes"][1]["url"], "ws://127.0.0.1:8082/ws");
+        assert_eq!(v["redis_cpu_ns_per_publish"], 10000.0);
+        let table = r.table();
+        assert!(table.lines().any(|l| l.starts_with("node 1 ")
+            && l.contains("ws://127.0.0.1:8080/ws (pid 11)")
+            && l.contains("2,000 deliveries")
+            && l.contains("10000.0 ns per delivery")));
+        assert!(table.lines().any(|l| l.starts_with("node 2 ")));
+        assert!(table.contains("round-robin over 2 nodes"));
+        assert!(table
+            .lines()
+            .any(|l| l.starts_with("Redis CPU ") && l.ends_with("10000.0 ns per publish")));
     }
 }

@@ -42,12 +42,13 @@ const USER_HZ: u64 = 100;
 
 /// The CPU time process `pid` has used, user and system, all threads (those that have exited
 /// included), in nanoseconds: `utime` + `stime` of /proc/PID/stat, so in steps of 10 ms.
-pub(crate) fn cpu_ns(pid: u32) -> Result<u64> {
+/// `option` names where the pid came from (`--server-pid`, `--redis-pid`) in errors.
+pub(crate) fn cpu_ns(option: &str, pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path)
-        .map_err(|e| Error(format!("--server-pid {pid}: cannot read {path}: {e}")))?;
+        .map_err(|e| Error(format!("{option} {pid}: cannot read {path}: {e}")))?;
     let ticks = parse_stat_cpu_ticks(&stat)
-        .ok_or_else(|| Error(format!("--server-pid {pid}: unexpected {path}: {stat}")))?;
+        .ok_or_else(|| Error(format!("{option} {pid}: unexpected {path}: {stat}")))?;
     Ok(ticks.saturating_mul(1_000_000_000 / USER_HZ))
 }
 
@@ -102,8 +103,9 @@ mod tests {
         while t.elapsed() < std::time::Duration::from_millis(30) {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        assert!(cpu_ns(std::process::id()).expect("own stat") > 0);
-        assert!(cpu_ns(u32::MAX).is_err());
+        assert!(cpu_ns("--server-pid", std::process::id()).expect("own stat") > 0);
+        let e = cpu_ns("--redis-pid", u32::MAX).expect_err("no such process");
+        assert!(e.0.starts_with("--redis-pid "), "{e}");
     }
 
     #[test]

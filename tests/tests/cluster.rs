@@ -921,3 +921,45 @@ async fn relay_rooms_span_the_nodes_and_skip_the_sender() {
     sender.expect_silence(SILENCE).await;
     other_room.expect_silence(Duration::from_millis(100)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_bad_redis_url_starts_serves_local_scopes_and_is_not_ready() {
+    let hub = node("not a url", "a");
+    let reply = wait_readyz(&hub, 503, Duration::from_secs(5)).await;
+    assert_unready_body(&reply);
+    let mut member = Client::connect(&hub).await;
+    member.subscribe("r").await;
+    let mut publisher = Client::connect(&hub).await;
+    publisher.publish("r", json!("local"), "node").await;
+    assert_eq!(recv_data(&mut member, "r").await, json!("local"));
+    let r = publish_reply(&mut publisher, "r", json!("far"), Some("cluster"), 7).await;
+    assert_unavailable(&r, 7);
+    assert!(hub.logs().iter().any(|l| l.contains("redis link failed")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_keep_request_order_while_cluster_publishes_are_in_flight() {
+    let redis = RedisServer::start();
+    let a = node(&redis.url(), "a");
+    wait_readyz(&a, 200, Duration::from_secs(5)).await;
+    let mut c = Client::connect(&a).await;
+    for round in 0..20u64 {
+        let base = round * 100;
+        for i in 0..50 {
+            c.send(json!({"op":"publish","room":"o","data":i,"scope":"cluster","id":base + i}))
+                .await;
+        }
+        // A ping and a node-scope publish behind them are answered after them.
+        c.send(json!({"op":"ping","id":base + 50})).await;
+        c.send(json!({"op":"publish","room":"o","data":0,"scope":"node","id":base + 51}))
+            .await;
+        c.send(json!({"op":"publish","room":"o","data":0,"id":base + 52}))
+            .await;
+        for i in 0..50 {
+            assert_eq!(c.recv().await, json!({"op":"ack","id":base + i}));
+        }
+        assert_eq!(c.recv().await, json!({"op":"pong","id":base + 50}));
+        assert_eq!(c.recv().await, json!({"op":"ack","id":base + 51}));
+        assert_eq!(c.recv().await, json!({"op":"ack","id":base + 52}));
+    }
+}

@@ -269,7 +269,17 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WsContext) {
-        let frame = match decode(text) {
+        let decoded = decode(text);
+        // Answers keep request order: while cluster publishes wait for Redis's answer, only
+        // more cluster publishes go ahead (their answers queue behind); anything else waits
+        // until those are answered, then is handled.
+        if !self.inflight.0.is_empty() && !self.is_pipelined(&decoded) {
+            let again = Ok(Message::Text(bytestring::ByteString::from(text.to_owned())));
+            self.backlog.push_front(again);
+            ctx.wait(Answering { below: 1 }.map(|(), act, ctx| act.resume(ctx)));
+            return;
+        }
+        let frame = match decoded {
             Ok(frame) => frame,
             Err(e) => return self.send_error(e.id, e.code, &e.message),
         };
@@ -378,6 +388,15 @@ impl WsSession {
                     act.resume(ctx);
                 }),
         );
+    }
+
+    /// Whether this frame is a publish the cluster broker queues in order (see `pipeline`).
+    fn is_pipelined(
+        &self,
+        decoded: &Result<ClientFrame<'_>, switchboard_protocol::DecodeError>,
+    ) -> bool {
+        matches!(decoded, Ok(ClientFrame::Publish(p)) if p.scope == Scope::Cluster)
+            && self.node.broker.reach() == Scope::Cluster
     }
 
     fn answer_publish(&self, id: Option<u64>, accepted: Result<(), Unavailable>) {

@@ -963,3 +963,108 @@ async fn answers_keep_request_order_while_cluster_publishes_are_in_flight() {
         assert_eq!(c.recv().await, json!({"op":"ack","id":base + 52}));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_node_is_cut_off_by_redis_and_tells_its_members_of_the_gap() {
+    let redis = RedisServer::start();
+    // Redis cuts a subscriber whose unread output passes 256 KiB.
+    assert_eq!(
+        redis.command(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 262144 131072 1"
+        ]),
+        "OK"
+    );
+    let a = node(&redis.url(), "a");
+    let b = node(&redis.url(), "b");
+    let mut on_a = Client::connect(&a).await;
+    on_a.subscribe("r").await;
+    let mut on_b = Client::connect(&b).await;
+    on_b.subscribe("r").await;
+    let mut publisher = Client::connect(&b).await;
+    wait_readyz(&a, 200, Duration::from_secs(5)).await;
+
+    // Node a stops reading anything (as if frozen): the others must not notice.
+    let pid = a.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let pad = "x".repeat(1000);
+    let n = 20_000u64;
+    let started = Instant::now();
+    // Node b's member reads as the messages come (it is not the slow one).
+    let reader = tokio::spawn(async move {
+        for seq in 0..n {
+            assert_eq!(recv_data(&mut on_b, "r").await["seq"], seq);
+        }
+    });
+    publish_pipelined_data(&mut publisher, "r", n, &pad).await;
+    reader.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "node b's traffic took {:?} with node a stalled",
+        started.elapsed()
+    );
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+
+    // Node a finds its link cut, reconnects, and its member is told of the gap; after that,
+    // deliveries resume. Whatever it got before the gap is in order.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no gap on node a (last message {last:?})"
+        );
+        let f = timeout(Duration::from_secs(20), on_a.recv()).await.unwrap();
+        match f["op"].as_str() {
+            Some("gap") => break,
+            Some("message") => {
+                let seq = f["data"]["seq"].as_u64().unwrap();
+                assert!(last.is_none_or(|l| seq == l + 1), "{seq} after {last:?}");
+                last = Some(seq);
+            }
+            _ => panic!("unexpected frame {f}"),
+        }
+    }
+    assert!(
+        last.is_none_or(|l| l + 1 < n),
+        "node a got everything: no cut happened"
+    );
+    wait_readyz(&a, 200, Duration::from_secs(10)).await;
+    publisher
+        .publish("r", json!({"seq":"after"}), "cluster")
+        .await;
+    loop {
+        let f = timeout(Duration::from_secs(10), on_a.recv()).await.unwrap();
+        if f["op"] == "message" && f["data"]["seq"] == "after" {
+            break;
+        }
+    }
+}
+
+/// Publishes `n` cluster messages `{"seq":i,"pad":pad}` with ids, 256 in flight at most.
+async fn publish_pipelined_data(publisher: &mut Client, room: &str, n: u64, pad: &str) {
+    let mut acked = 0;
+    for seq in 0..n {
+        publisher
+            .send(json!({"op":"publish","room":room,"data":{"seq":seq,"pad":pad},"id":seq}))
+            .await;
+        while seq + 1 - acked > 256 {
+            assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
+            acked += 1;
+        }
+    }
+    while acked < n {
+        assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
+        acked += 1;
+    }
+}

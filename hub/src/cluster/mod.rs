@@ -9,8 +9,11 @@
 //! same on every node); node-wide traffic (the canary) uses the first.
 //!
 //! The bridge runs on a thread of its own ("cluster"), one task per Redis instance, each with
-//! two connections: one multiplexed connection for publishes (any number in flight, pipelined)
-//! and one for subscriptions. Membership reaches it through the node's membership events
+//! two connections: one multiplexed connection (the `redis` crate) for publishes, sent from an
+//! ordered, bounded queue as pipelines, and node-wide commands; and one subscription link
+//! (`link.rs`, read by the bridge itself) which is read only as fast as the node delivers, so a
+//! node that falls behind is cut off by Redis's output-buffer limit for subscribers and tells
+//! its rooms' members `gap`, rather than buffering without bound. Membership reaches it through the node's membership events
 //! (`RoomActive`/`RoomIdle`): each marks the room's wanted state and wakes the instance's task,
 //! which subscribes or unsubscribes; a burst of changes to one room collapses into its last
 //! state. When a link is lost the task reconnects with capped exponential backoff and jitter,
@@ -33,13 +36,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+mod link;
+
+use self::link::{Push, SubscriptionLink};
 use crate::{
     broadcaster::Broadcaster,
     broker::{Broker, ClusterPublish, RelayPublish},
@@ -735,23 +740,21 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
     .await
     .map_err(|_| "connecting timed out".to_owned())?
     .map_err(|e| e.to_string())?;
-    let pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
-        .await
-        .map_err(|_| "connecting timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let (mut sink, mut stream) = pubsub.split();
+    // Envelopes are at most the message limit plus their fields; relay messages the limit
+    // plus a header. Anything longer breaks the link rather than growing a buffer.
+    let max_bulk = shared.max_message_bytes * 2 + 4096;
+    let mut link = SubscriptionLink::connect(
+        client.get_connection_info(),
+        max_bulk,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let mut channels: Vec<String> = Vec::new();
     if shard.index == 0 {
-        sink.subscribe(shared.node_channel())
-            .await
-            .map_err(|e| e.to_string())?;
-        sink.subscribe(shared.nodes_channel())
-            .await
-            .map_err(|e| e.to_string())?;
+        channels.push(shared.node_channel());
+        channels.push(shared.nodes_channel());
         // A link made again: the registry entry is written at the next tick.
         lock(&shared.canary).registered = None;
-    }
-    if let Ok(mut slot) = shard.publisher.write() {
-        *slot = Some(publisher);
     }
     // Every room wanted now is (re)subscribed; those changed meanwhile are in `dirty` too.
     let wanted: Vec<String> = lock(&shard.rooms)
@@ -759,11 +762,21 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         .filter(|(_, sub)| sub.wanted)
         .map(|(room, _)| room.clone())
         .collect();
-    for room in &wanted {
-        sink.subscribe(shared.channel_of(room))
-            .await
-            .map_err(|e| e.to_string())?;
-        confirm(shard, room);
+    channels.extend(wanted.iter().map(|room| shared.channel_of(room)));
+    // The link was lost and is back: whatever was published meanwhile may be missing, which
+    // each room's members are told once the room is subscribed again.
+    let mut gaps: HashSet<String> = if was_linked {
+        wanted.iter().cloned().collect()
+    } else {
+        HashSet::new()
+    };
+    for chunk in channels.chunks(1000) {
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(chunk.iter().map(|c| c.as_bytes()));
+        link.send(&args).await.map_err(|e| e.to_string())?;
+    }
+    if let Ok(mut slot) = shard.publisher.write() {
+        *slot = Some(publisher);
     }
     *lock(&shard.error) = None;
     shard.linked.store(true, Ordering::Release);
@@ -777,35 +790,55 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         // Changes made while this node was away (or before it started) are in force from now.
         load_policy(shared);
     }
-    if was_linked {
-        // The link was lost and is back: whatever was published meanwhile may be missing.
-        for room in &wanted {
-            gap(shared, room);
-        }
-    }
     let prefix = format!("{}:room:", shared.prefix);
     let relay_prefix = format!("{}:relay:", shared.prefix);
     let node_channel = shared.node_channel();
     let nodes_channel = shared.nodes_channel();
+    // The key (room name, or relay room key) a channel of this node's belongs to.
+    let key_of = |channel: &str| -> Option<String> {
+        if let Some(room) = channel.strip_prefix(prefix.as_str()) {
+            Some(room.to_owned())
+        } else if channel.starts_with(relay_prefix.as_str()) {
+            lock(&shared.relay_keys).get(channel).cloned()
+        } else {
+            None
+        }
+    };
     loop {
         tokio::select! {
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return Ok(());
-                };
-                let channel = message.get_channel_name();
-                let payload = message.get_payload_bytes();
-                if channel == node_channel {
-                    on_node_channel(shared, payload);
-                } else if channel == nodes_channel {
-                    on_question(shared, payload);
-                } else if let Some(room) = channel.strip_prefix(prefix.as_str()) {
-                    deliver(shared, room, payload).await;
-                } else if channel.starts_with(relay_prefix.as_str()) {
-                    let key = lock(&shared.relay_keys).get(channel).cloned();
-                    if let Some(key) = key {
-                        deliver_relay(shared, &key, payload).await;
+            push = link.next() => {
+                let push = match push {
+                    Ok(push) => push,
+                    Err(e) => {
+                        tracing::warn!(redis = shard.index, error = %e, "redis subscription link failed");
+                        return Ok(());
                     }
+                };
+                match push {
+                    Push::Message { channel, payload } => {
+                        let Ok(channel) = std::str::from_utf8(&channel) else {
+                            continue;
+                        };
+                        if channel == node_channel {
+                            on_node_channel(shared, &payload);
+                        } else if channel == nodes_channel {
+                            on_question(shared, &payload);
+                        } else if let Some(room) = channel.strip_prefix(prefix.as_str()) {
+                            deliver(shared, room, &payload).await;
+                        } else if let Some(key) = key_of(channel) {
+                            deliver_relay(shared, &key, &payload).await;
+                        }
+                    }
+                    Push::Subscribed { channel } => {
+                        let Some(key) = std::str::from_utf8(&channel).ok().and_then(&key_of) else {
+                            continue;
+                        };
+                        confirm(shard, &key);
+                        if gaps.remove(&key) {
+                            gap(shared, &key);
+                        }
+                    }
+                    Push::Other => {}
                 }
             }
             () = shard.wake.notified() => {
@@ -814,13 +847,14 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                     let wanted = lock(&shard.rooms).get(&room).map(|s| (s.wanted, s.confirmed));
                     match wanted {
                         Some((true, false)) => {
-                            sink.subscribe(shared.channel_of(&room))
+                            let channel = shared.channel_of(&room);
+                            link.send(&[b"SUBSCRIBE", channel.as_bytes()])
                                 .await
                                 .map_err(|e| e.to_string())?;
-                            confirm(shard, &room);
                         }
                         Some((false, _)) => {
-                            sink.unsubscribe(shared.channel_of(&room))
+                            let channel = shared.channel_of(&room);
+                            link.send(&[b"UNSUBSCRIBE", channel.as_bytes()])
                                 .await
                                 .map_err(|e| e.to_string())?;
                             let mut rooms = lock(&shard.rooms);
@@ -828,7 +862,6 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                             if rooms.get(&room).is_some_and(|s| !s.wanted) {
                                 rooms.remove(&room);
                                 if room.starts_with(RELAY_KEY) {
-                                    let channel = shared.channel_of(&room);
                                     lock(&shared.relay_keys).remove(&channel);
                                 }
                             }

@@ -198,6 +198,8 @@ pub(crate) struct ClusterMetrics {
     pub(crate) lag_seconds: prometheus::Gauge,
     pub(crate) reconnects: IntCounter,
     pub(crate) gaps: IntCounter,
+    /// Publishes waiting to be sent to a Redis instance (its queue holds 8192 at most).
+    pub(crate) queued: IntGaugeVec,
 }
 
 impl ClusterMetrics {
@@ -247,7 +249,18 @@ impl ClusterMetrics {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(registry, Box::new(gaps.clone()));
+        let queued = IntGaugeVec::new(
+            Opts::new(
+                "switchboard_cluster_queued",
+                "Publishes waiting to be sent to a Redis instance, by its index in redis_url \
+                 (at most 8192; a publish finding the queue full waits, 2 s at most).",
+            ),
+            &["redis"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(registry, Box::new(queued.clone()));
         ClusterMetrics {
+            queued,
             connected,
             messages_in: messages.with_label_values(&["in"]),
             messages_out: messages.with_label_values(&["out"]),

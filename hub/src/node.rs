@@ -34,6 +34,8 @@ pub struct Node {
     pub(crate) broker: Box<dyn Broker>,
     /// In cluster mode, the Redis bridge, for what the admin API asks of every node.
     pub(crate) cluster: Option<Arc<Shared>>,
+    /// The WebSocket listener's bound address, once it listens (the registry shows it).
+    listening: std::sync::OnceLock<std::net::SocketAddr>,
     /// Who hears of membership transitions (see `events.rs`).
     pub(crate) observers: Observers,
     /// The live handshake policy: read by every handshake, replaced whole by the admin API.
@@ -88,6 +90,7 @@ impl Node {
             broadcaster,
             broker,
             cluster: cluster.clone(),
+            listening: std::sync::OnceLock::new(),
             observers,
             sessions: DashMap::new(),
             connections: AtomicUsize::new(0),
@@ -122,6 +125,11 @@ impl Node {
     /// cluster mode, Redis being out of reach or too slow).
     pub fn health(&self) -> Result<(), String> {
         self.broker.health()
+    }
+
+    /// Records the WebSocket listener's bound address.
+    pub(crate) fn set_listening(&self, addr: std::net::SocketAddr) {
+        let _ = self.listening.set(addr);
     }
 
     /// True once shutdown has begun.
@@ -226,7 +234,10 @@ impl LocalNode for Node {
     fn record(&self) -> NodeRecord {
         NodeRecord {
             id: self.config.node_id.clone(),
-            address: self.config.listen.to_string(),
+            address: self
+                .listening
+                .get()
+                .map_or_else(|| self.config.listen.to_string(), ToString::to_string),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             sessions: self.connections(),
             last_seen: 0,

@@ -53,6 +53,7 @@ pub async fn serve_node(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
+    node.set_listening(addr);
     let server = build(node.clone(), listener)?;
     let handle = server.handle();
     tracing::info!(

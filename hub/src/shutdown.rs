@@ -18,6 +18,12 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) async fn drain(node: &Arc<Node>, handle: &ServerHandle) {
     node.start_draining();
+    // A node that is going away leaves the cluster's registry now rather than at its expiry.
+    if let Some(cluster) = &node.cluster {
+        if let Err(e) = cluster.deregister().await {
+            tracing::warn!(error = %e, "leaving the cluster's registry failed");
+        }
+    }
     let sessions: Vec<_> = node
         .sessions
         .iter()

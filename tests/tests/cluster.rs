@@ -759,10 +759,14 @@ async fn the_admin_api_lists_the_nodes_and_counts_a_room_on_each() {
     let reply = b.admin("GET", "/admin/rooms/counted", None).await;
     assert_eq!(reply.json()["nodes"][0], json!({"node":"a","members":1}));
 
-    // A stopped node (its registry entry not yet expired) is listed as missing, and the
-    // others' counts still come back, within a bounded time.
-    c.terminate();
-    c.wait_exit(Duration::from_secs(10));
+    // A node that does not answer (frozen; its registry entry is still there) is listed as
+    // missing, and the others' counts still come back, within a bounded time.
+    let pid = c.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let started = Instant::now();
     let reply = a.admin("GET", "/admin/rooms/counted", None).await;
     assert!(
@@ -777,6 +781,15 @@ async fn the_admin_api_lists_the_nodes_and_counts_a_room_on_each() {
         "{room}"
     );
     assert_eq!(room["missing"], json!(["c"]), "{room}");
+    // A node that shuts down leaves the registry at once, not at its entry's expiry.
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    c.terminate();
+    wait_nodes(&a, &["a", "b"], Duration::from_secs(5)).await;
+    c.wait_exit(Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     /// Questions this node asked of every node, by number, and where their answers go.
     asks: Mutex<HashMap<u64, mpsc::Sender<Value>>>,
     next_ask: AtomicU64,
+    /// Set by the drain: the registry entry is no longer refreshed.
+    leaving: AtomicBool,
 }
 
 /// What other nodes may ask of this one, through the bridge (implemented by `Node`).
@@ -229,6 +231,7 @@ impl RedisBroker {
             relay_keys: Mutex::new(HashMap::new()),
             asks: Mutex::new(HashMap::new()),
             next_ask: AtomicU64::new(1),
+            leaving: AtomicBool::new(false),
             canary: Mutex::new(Canary {
                 pending_since: None,
                 last_back: None,
@@ -349,6 +352,19 @@ impl Shared {
             .ok()
             .and_then(|c| c.clone())
             .ok_or_else(|| "redis 0 is unreachable".to_owned())
+    }
+
+    /// Removes this node's registry entry and stops refreshing it (the node is draining).
+    pub(crate) async fn deregister(&self) -> Result<(), String> {
+        self.leaving.store(true, Ordering::Relaxed);
+        let mut connection = self.control()?;
+        let mut del = redis::cmd("DEL");
+        del.arg(self.registry_key(&self.node_id));
+        tokio::time::timeout(PUBLISH_TIMEOUT, del.query_async::<i64>(&mut connection))
+            .await
+            .map_err(|_| "redis 0 did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// The nodes of the cluster, from the registry, in id order.
@@ -607,7 +623,10 @@ async fn canary(shared: Arc<Shared>) {
         };
         let sent = json!({"t":"canary","sent":unix_nanos().to_string()}).to_string();
         let channel = shared.node_channel();
-        if let Some(local) = shared.local() {
+        if let Some(local) = shared
+            .local()
+            .filter(|_| !shared.leaving.load(Ordering::Relaxed))
+        {
             let now = Instant::now();
             let due = {
                 let mut canary = lock(&shared.canary);
@@ -652,10 +671,15 @@ async fn canary(shared: Arc<Shared>) {
 async fn run_outbound(shared: Arc<Shared>, index: usize, mut queue: mpsc::Receiver<Outbound>) {
     let shard = &shared.shards[index];
     let mut batch: Vec<Outbound> = Vec::with_capacity(PIPELINE_MAX);
+    let queued = metrics()
+        .cluster
+        .queued
+        .with_label_values(&[&index.to_string()]);
     loop {
         if queue.recv_many(&mut batch, PIPELINE_MAX).await == 0 {
             return;
         }
+        queued.set((batch.len() + queue.len()) as i64);
         let connection = shard
             .publisher
             .read()
@@ -687,6 +711,7 @@ async fn run_outbound(shared: Arc<Shared>, index: usize, mut queue: mpsc::Receiv
         for o in batch.drain(..) {
             let _ = o.done.send(result.clone());
         }
+        queued.set(queue.len() as i64);
     }
 }
 

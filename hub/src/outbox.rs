@@ -192,6 +192,13 @@ impl Outbox {
         discarded
     }
 
+    /// Unwritten bytes of the front frame (0 when there is none).
+    pub(crate) fn front_len(&self) -> usize {
+        self.frames
+            .front()
+            .map_or(0, |f| f.len() - self.front_written)
+    }
+
     /// Fills `slices` with the unwritten bytes of the first frames; returns how many it filled.
     pub(crate) fn unwritten<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
@@ -407,6 +414,7 @@ mod tests {
             o.push(Bytes::copy_from_slice(frame)).unwrap();
         }
         o.written(1);
+        assert_eq!(o.front_len(), 2);
         let mut buf = Vec::new();
         o.gather(&mut buf, 8);
         // "bc" + "defg" + "hi" is 8 bytes; the next frame would go past the limit.

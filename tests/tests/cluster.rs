@@ -241,13 +241,19 @@ async fn members_on_the_publishing_node_get_its_cluster_publish_exactly_once() {
     }
 }
 
-/// Publishes `n` messages `{"p": name, "seq": i}` with cluster scope, keeping at most `window`
-/// unacked.
-async fn publish_pipelined(publisher: &mut Client, room: &str, name: &str, n: u64, window: u64) {
+/// Publishes `n` messages with cluster scope, the `seq`-th with data `data(seq)` and id `seq`,
+/// keeping at most `window` unacked; the acks must come in publish order.
+async fn publish_pipelined(
+    publisher: &mut Client,
+    room: &str,
+    n: u64,
+    window: u64,
+    data: impl Fn(u64) -> Value,
+) {
     let mut acked = 0;
     for seq in 0..n {
         publisher
-            .send(json!({"op":"publish","room":room,"data":{"p":name,"seq":seq},"scope":"cluster","id":seq}))
+            .send(json!({"op":"publish","room":room,"data":data(seq),"scope":"cluster","id":seq}))
             .await;
         while seq + 1 - acked > window {
             assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
@@ -301,8 +307,26 @@ async fn every_member_sees_the_same_order_of_two_publishers_on_two_nodes() {
             })
             .collect();
         let publishers = [
-            tokio::spawn(async move { publish_pipelined(&mut pb, "order", "b", EACH, 256).await }),
-            tokio::spawn(async move { publish_pipelined(&mut pc, "order", "c", EACH, 256).await }),
+            tokio::spawn(async move {
+                publish_pipelined(
+                    &mut pb,
+                    "order",
+                    EACH,
+                    256,
+                    |seq| json!({"p":"b","seq":seq}),
+                )
+                .await
+            }),
+            tokio::spawn(async move {
+                publish_pipelined(
+                    &mut pc,
+                    "order",
+                    EACH,
+                    256,
+                    |seq| json!({"p":"c","seq":seq}),
+                )
+                .await
+            }),
         ];
         for p in join_all(publishers).await {
             p.unwrap();
@@ -1015,7 +1039,14 @@ async fn a_stalled_node_is_cut_off_by_redis_and_tells_its_members_of_the_gap() {
             assert_eq!(recv_data(&mut on_b, "r").await["seq"], seq);
         }
     });
-    publish_pipelined_data(&mut publisher, "r", n, &pad).await;
+    publish_pipelined(
+        &mut publisher,
+        "r",
+        n,
+        256,
+        |seq| json!({"seq":seq,"pad":pad}),
+    )
+    .await;
     reader.await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -1061,23 +1092,5 @@ async fn a_stalled_node_is_cut_off_by_redis_and_tells_its_members_of_the_gap() {
         if f["op"] == "message" && f["data"]["seq"] == "after" {
             break;
         }
-    }
-}
-
-/// Publishes `n` cluster messages `{"seq":i,"pad":pad}` with ids, 256 in flight at most.
-async fn publish_pipelined_data(publisher: &mut Client, room: &str, n: u64, pad: &str) {
-    let mut acked = 0;
-    for seq in 0..n {
-        publisher
-            .send(json!({"op":"publish","room":room,"data":{"seq":seq,"pad":pad},"id":seq}))
-            .await;
-        while seq + 1 - acked > 256 {
-            assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
-            acked += 1;
-        }
-    }
-    while acked < n {
-        assert_eq!(publisher.recv().await, json!({"op":"ack","id":acked}));
-        acked += 1;
     }
 }

@@ -188,6 +188,13 @@ struct Outbound {
     done: oneshot::Sender<Result<(), Unavailable>>,
 }
 
+impl Shard {
+    /// The publish connection, while there is one.
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.publisher.read().ok().and_then(|c| c.clone())
+    }
+}
+
 #[derive(Debug, Default)]
 struct RoomSub {
     /// The room has members on this node.
@@ -282,16 +289,22 @@ impl Shared {
     }
 
     /// The channel of a room of this node's broadcaster: a protocol room's, or a relay room's
-    /// (`<prefix>:relay:<endpoint>:<room>`), whose key is remembered for what arrives on it.
+    /// (`<prefix>:relay:<endpoint>:<room>`).
     fn channel_of(&self, key: &str) -> String {
         match key.strip_prefix(RELAY_KEY) {
-            Some(relay) => {
-                let channel = format!("{}:relay:{}", self.prefix, relay.replacen('\0', ":", 1));
-                lock(&self.relay_keys).insert(channel.clone(), key.to_owned());
-                channel
-            }
+            Some(relay) => format!("{}:relay:{}", self.prefix, relay.replacen('\0', ":", 1)),
             None => self.room_channel(key),
         }
+    }
+
+    /// [`Shared::channel_of`] for a room about to be subscribed: a relay room's key is
+    /// remembered for what arrives on its channel.
+    fn subscribed_channel(&self, key: &str) -> String {
+        let channel = self.channel_of(key);
+        if key.starts_with(RELAY_KEY) {
+            lock(&self.relay_keys).insert(channel.clone(), key.to_owned());
+        }
+        channel
     }
 
     fn node_channel(&self) -> String {
@@ -347,10 +360,7 @@ impl Shared {
     /// The first instance's publish connection, for node-wide traffic.
     fn control(&self) -> Result<MultiplexedConnection, String> {
         self.shards[0]
-            .publisher
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
+            .connection()
             .ok_or_else(|| "redis 0 is unreachable".to_owned())
     }
 
@@ -606,7 +616,6 @@ async fn canary(shared: Arc<Shared>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let shard = &shared.shards[0];
         {
             let mut canary = lock(&shared.canary);
             canary.pending_since.get_or_insert_with(Instant::now);
@@ -617,8 +626,7 @@ async fn canary(shared: Arc<Shared>) {
                 }
             }
         }
-        let connection = shard.publisher.read().ok().and_then(|c| c.clone());
-        let Some(mut connection) = connection else {
+        let Ok(mut connection) = shared.control() else {
             continue;
         };
         let sent = json!({"t":"canary","sent":unix_nanos().to_string()}).to_string();
@@ -681,10 +689,7 @@ async fn run_outbound(shared: Arc<Shared>, index: usize, mut queue: mpsc::Receiv
         }
         queued.set((batch.len() + queue.len()) as i64);
         let connection = shard
-            .publisher
-            .read()
-            .ok()
-            .and_then(|c| c.clone())
+            .connection()
             .filter(|_| shard.linked.load(Ordering::Acquire));
         let result = match connection {
             None => Err(Unavailable(format!("redis {index} is unreachable"))),
@@ -787,7 +792,7 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         .filter(|(_, sub)| sub.wanted)
         .map(|(room, _)| room.clone())
         .collect();
-    channels.extend(wanted.iter().map(|room| shared.channel_of(room)));
+    channels.extend(wanted.iter().map(|room| shared.subscribed_channel(room)));
     // The link was lost and is back: whatever was published meanwhile may be missing, which
     // each room's members are told once the room is subscribed again.
     let mut gaps: HashSet<String> = if was_linked {
@@ -872,7 +877,7 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                     let wanted = lock(&shard.rooms).get(&room).map(|s| (s.wanted, s.confirmed));
                     match wanted {
                         Some((true, false)) => {
-                            let channel = shared.channel_of(&room);
+                            let channel = shared.subscribed_channel(&room);
                             link.send(&[b"SUBSCRIBE", channel.as_bytes()])
                                 .await
                                 .map_err(|e| e.to_string())?;

@@ -116,9 +116,7 @@ impl<B> Writer<B> {
         let mut out = self.out.borrow_mut();
         while out.len_frames() > 0 {
             ready!(self.io.poll_write_ready(cx))?;
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = out.unwritten(&mut slices);
-            let result = if n > 1 && slices[0].len() < COPY_BELOW {
+            let result = if out.len_frames() > 1 && out.front_len() < COPY_BELOW {
                 // Many frames: copied into one buffer and written with one plain write. The
                 // kernel's copy of many small iovecs costs more than this copy (measured: 18% of
                 // the server's time in `_copy_from_iter` with 64-iovec writes, 9% for both copies
@@ -129,6 +127,8 @@ impl<B> Writer<B> {
                     self.io.try_write(buf)
                 })
             } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let n = out.unwritten(&mut slices);
                 self.io.try_write_vectored(&slices[..n])
             };
             match result {

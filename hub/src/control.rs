@@ -251,7 +251,8 @@ impl Hub for Control {
     }
 
     fn metrics(&self) -> String {
-        metrics().render(self.node.rooms())
+        let ready = matches!(self.readiness(), Readiness::Ready);
+        metrics().render(self.node.rooms(), ready)
     }
 
     async fn policy_changed(&self) -> Result<(), HubError> {

@@ -171,6 +171,7 @@ pub struct Metrics {
     connections: IntGaugeVec,
     handshakes: Vec<IntCounter>,
     rooms: IntGauge,
+    ready: IntGauge,
     pub(crate) subscriptions: IntGauge,
     /// Indexed by `[scope][source]`.
     published: Vec<Vec<IntCounter>>,
@@ -320,6 +321,13 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&registry, Box::new(rooms.clone()));
+        let ready = IntGauge::new(
+            "switchboard_ready",
+            "1 while this node is ready (what /readyz answers with 200), 0 while it drains or, \
+             in cluster mode, its Redis link is down.",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(ready.clone()));
         let subscriptions = IntGauge::new(
             "switchboard_subscriptions",
             "Room memberships of sessions on this node (relay members included).",
@@ -412,6 +420,7 @@ impl Metrics {
             connections,
             handshakes,
             rooms,
+            ready,
             subscriptions,
             published,
             delivered,
@@ -465,9 +474,10 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, with `rooms` read from the node at this moment.
-    pub fn render(&self, rooms: usize) -> String {
+    /// The Prometheus text exposition, with `rooms` and `ready` read from the node at this moment.
+    pub fn render(&self, rooms: usize, ready: bool) -> String {
         self.rooms.set(i64::try_from(rooms).unwrap_or(i64::MAX));
+        self.ready.set(i64::from(ready));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "metrics encoding failed");
@@ -521,11 +531,12 @@ mod tests {
         m.dropped(Drop::SlowConsumer, 2);
         let _gauge = m.connections("default");
         drop(FanoutTimer::since(Instant::now()));
-        let text = m.render(7);
+        let text = m.render(7, true);
         for needle in [
             "switchboard_connections{endpoint=\"default\"}",
             "switchboard_handshakes_total{result=\"origin\"} 1",
             "switchboard_rooms 7",
+            "switchboard_ready 1",
             "switchboard_subscriptions",
             "switchboard_messages_published_total{scope=\"node\",source=\"admin\"} 1",
             "switchboard_messages_delivered_total",

@@ -354,3 +354,92 @@ async fn a_client_close_is_answered_and_the_tcp_connection_closed() {
         "the TCP connection stayed open"
     );
 }
+
+/// `switchboard health` (the container health check) run against `admin`, with the hub's own
+/// configuration given as `env`.
+fn health(admin: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["health", "--admin-listen", admin, "--timeout", "2"];
+    args.extend_from_slice(extra);
+    run_hub(&args, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_reports_readiness_from_the_admin_listener() {
+    let mut hub = TestHub::start();
+    let admin = hub.admin_addr.to_string();
+
+    let ready = health(&admin, &[], &[]);
+    assert!(ready.status.success(), "{ready:?}");
+    let metrics = switchboard_tests::http_exchange_at(
+        hub.admin_addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        metrics.body.contains("\nswitchboard_ready 1\n"),
+        "{}",
+        metrics.body
+    );
+    assert!(String::from_utf8_lossy(&ready.stdout).contains("ready"));
+    // A wildcard listen address, as in a container, is reached on loopback.
+    let wildcard = format!("0.0.0.0:{}", hub.admin_addr.port());
+    let token = [("SWITCHBOARD_ADMIN_TOKEN", "t")];
+    assert!(health(&wildcard, &[], &token).status.success());
+
+    // Draining: alive, not ready.
+    let clients = switchboard_tests::clients(&hub, 1).await;
+    hub.terminate();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let out = health(&admin, &[], &[]);
+        if !out.status.success() {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("draining"),
+                "{out:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready while draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(clients);
+    hub.wait_exit(STEP).expect("the hub exits");
+
+    // Nothing listening: a failure naming the address, not a hang.
+    let gone = health(&admin, &["--live"], &[]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stdout).contains(&admin));
+    // A bad configuration is a usage error, as for `serve`.
+    let bad = health(&admin, &[], &[("SWITCHBOARD_WORKERS", "none")]);
+    assert_eq!(bad.status.code(), Some(64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_is_unhealthy_while_redis_is_unreachable() {
+    // A port nothing listens on: the node starts, alive but not ready.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = TestHub::builder()
+        .set("redis_url", format!("redis://127.0.0.1:{port}"))
+        .start();
+    let admin = hub.admin_addr.to_string();
+    let out = health(&admin, &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unavailable"));
+    assert!(health(&admin, &["--live"], &[]).status.success());
+    // The same answer in the metrics, for dashboards and alerts.
+    let metrics = switchboard_tests::http_exchange_at(
+        hub.admin_addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        metrics.body.contains("\nswitchboard_ready 0\n"),
+        "{}",
+        metrics.body
+    );
+}

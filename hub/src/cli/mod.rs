@@ -1,8 +1,10 @@
-//! The hub's commands (`switchboard serve`): configuration, logging, listeners and the hub until
-//! a signal. The binary (`main.rs`) adds the load generator's `bench` beside them; [`main`] is
+//! The hub's commands (`switchboard serve`, `switchboard health`): configuration, logging,
+//! listeners and the hub until a signal; the health probe of a running hub. The binary (`main.rs`) adds the load generator's `bench` beside them; [`main`] is
 //! the command line without it.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+mod health;
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use crate::config::{Config, LogFormat, Overrides};
 
@@ -16,6 +18,9 @@ const EXIT_FAILURE: u8 = 1;
 pub enum HubCommand {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Ask a running hub whether it is ready (`/readyz` of its admin listener); exit 0 if so.
+    /// Reads the same configuration as `serve`, so it finds the admin listener the hub uses.
+    Health(HealthArgs),
 }
 
 /// Switchboard: a realtime pub/sub hub over WebSocket.
@@ -35,6 +40,7 @@ pub fn main() -> ExitCode {
 pub fn run(command: HubCommand) -> ExitCode {
     match command {
         HubCommand::Serve(args) => serve(args),
+        HubCommand::Health(args) => health(args),
     }
 }
 
@@ -42,7 +48,7 @@ pub fn run(command: HubCommand) -> ExitCode {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// TOML config file; without it the built-in defaults apply.
-    #[arg(long, short)]
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
     /// WebSocket listen address (key `listen`).
     #[arg(long)]
@@ -65,6 +71,62 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or debug (key `log_level`).
     #[arg(long)]
     log_level: Option<String>,
+}
+
+/// `switchboard health`: probe a running hub.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// TOML config file of the hub to check (the one `serve` was given).
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Admin listen address of the hub to check (key `admin_listen`); a wildcard address is
+    /// reached on loopback.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Check liveness (`/healthz`: the process answers) instead of readiness (`/readyz`: it
+    /// accepts sessions and, in cluster mode, its Redis link works).
+    #[arg(long)]
+    live: bool,
+    /// Seconds to wait for the connection and for the answer.
+    #[arg(long, default_value_t = 3.0)]
+    timeout: f64,
+}
+
+fn health(args: HealthArgs) -> ExitCode {
+    let overrides = Overrides {
+        admin_listen: args.admin_listen,
+        ..Overrides::default()
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let timeout = match Duration::try_from_secs_f64(args.timeout) {
+        Ok(t) if !t.is_zero() => t,
+        _ => {
+            eprintln!("switchboard: --timeout must be a positive number of seconds");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let addr = health::reachable(config.admin_listen);
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    match health::get(addr, path, timeout) {
+        Ok(answer) if answer.status == 200 => {
+            println!("{}", answer.body);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            println!("{} {}", answer.status, answer.body);
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            println!("http://{addr}{path}: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

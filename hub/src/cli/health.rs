@@ -64,6 +64,8 @@ fn parse(raw: &[u8]) -> Option<Answer> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -422,8 +422,20 @@ async fn the_compose_cluster_shares_rooms_through_the_lb_and_survives_a_stopped_
             .unwrap(),
     )
     .unwrap();
+    // ... through the data source Grafana is provisioned with.
+    let datasources = std::fs::read_to_string(
+        repo_root().join("deploy/grafana/provisioning/datasources/prometheus.yml"),
+    )
+    .unwrap();
+    assert!(datasources.contains("url: http://prometheus:9090"));
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
+        let uid = panel["datasource"]["uid"].as_str().unwrap();
+        assert!(
+            datasources.contains(&format!("uid: {uid}\n")),
+            "panel {:?} names data source {uid}, which is not provisioned",
+            panel["title"]
+        );
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for name in metric_names(expr) {

@@ -43,8 +43,23 @@ pub trait Hub: 'static {
     /// Delivers `{"op":"direct","data":..,"from":"admin"}` to one session, on any node.
     async fn send(&self, id: &str, data: &RawValue) -> Result<(), HubError>;
 
-    /// Publishes to a room as a client publish would, with `from` = `"admin"`.
-    async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError>;
+    /// Publishes to a room as a client publish would, with `from` = `"admin"` or `"http"`
+    /// (`by`). Returns once every room of this node took the message and, in cluster mode, the
+    /// broker accepted it: a caller that awaits each publish before reading more of its input
+    /// is slowed down by full room queues instead of losing messages.
+    async fn publish(
+        &self,
+        room: &str,
+        data: &RawValue,
+        scope: Scope,
+        by: Publisher,
+    ) -> Result<(), HubError>;
+
+    /// An HTTP publishing request ended after `seconds` (for the request-duration histogram).
+    fn http_request_done(&self, _route: HttpRoute, _seconds: f64) {}
+
+    /// An HTTP publishing route refused a message, a line, a part or a request, for `reason`.
+    fn http_rejected(&self, _route: HttpRoute, _reason: &'static str) {}
 
     /// Whether the node accepts new sessions and can do all it is configured for.
     fn readiness(&self) -> Readiness;
@@ -59,6 +74,49 @@ pub trait Hub: 'static {
     /// in cluster mode the hub shares the change with every node. `Err` when it could not.
     async fn policy_changed(&self) -> Result<(), HubError> {
         Ok(())
+    }
+}
+
+/// Who publishes through [`Hub::publish`]: what recipients see as `from`, and how the hub
+/// counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publisher {
+    /// The admin API (`from` = `"admin"`).
+    Admin,
+    /// The HTTP publishing API of the public listener (`from` = `"http"`).
+    Http,
+}
+
+/// The routes of the HTTP publishing API, as metrics label them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HttpRoute {
+    /// `POST /api/rooms/{room}/publish`
+    Publish,
+    /// `POST /api/broadcast`
+    Broadcast,
+    /// `POST /api/rooms/{room}/stream`
+    Stream,
+    /// `POST /api/publish` (multipart)
+    Multipart,
+}
+
+impl HttpRoute {
+    /// Every route, in a fixed order (for metrics resolved up front).
+    pub const ALL: [HttpRoute; 4] = [
+        HttpRoute::Publish,
+        HttpRoute::Broadcast,
+        HttpRoute::Stream,
+        HttpRoute::Multipart,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HttpRoute::Publish => "publish",
+            HttpRoute::Broadcast => "broadcast",
+            HttpRoute::Stream => "stream",
+            HttpRoute::Multipart => "multipart",
+        }
     }
 }
 

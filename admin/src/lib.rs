@@ -23,7 +23,9 @@
 //!   matched against them.
 //! - `token.rs`: [`TokenKey`], HS256 token verification, [`Claims`] and [`RoomPattern`].
 //! - `hub.rs`: [`Hub`], what the admin API asks of a running hub, and the data it answers with.
-//! - `api/`: the HTTP admin API ([`configure`]) and its OpenAPI document ([`openapi`]).
+//! - `api/`: the HTTP admin API ([`configure`]) and its OpenAPI document ([`openapi`]);
+//!   `api/publishing.rs`, the HTTP publishing API of the public listener
+//!   ([`configure_publishing`], [`publishing_openapi`]).
 //! - `state.rs`: [`StateFile`], where the API's policy edits are kept across restarts.
 
 pub mod api;
@@ -33,10 +35,11 @@ pub mod policy;
 pub mod state;
 pub mod token;
 
+pub use api::publishing::{configure_publishing, publishing_openapi, PublishingOptions};
 pub use api::{configure, not_found, openapi, AdminOptions};
 pub use hub::{
-    Hub, HubError, NodeInfo, NodeMembers, Readiness, RoomDetail, RoomMember, RoomSummary,
-    SessionInfo,
+    HttpRoute, Hub, HubError, NodeInfo, NodeMembers, Publisher, Readiness, RoomDetail, RoomMember,
+    RoomSummary, SessionInfo,
 };
 
 pub use origin::{OriginError, OriginRule};

@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1000;
 /// Default largest number of concurrent sessions on one node.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default `http_idle_timeout`: a publishing body silent this long ends its request.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `http_max_parts` of one multipart publishing request.
+pub const DEFAULT_HTTP_MAX_PARTS: usize = 1000;
 /// Default time over which sessions are closed on shutdown.
 pub const DEFAULT_SHUTDOWN_WINDOW: Duration = Duration::from_secs(5);
 
@@ -87,6 +91,14 @@ pub struct Config {
     pub max_connections: usize,
     /// Time over which sessions are closed on shutdown, so clients do not reconnect at once.
     pub shutdown_window: Duration,
+    /// API keys of the HTTP publishing API (`api_keys`, comma-separated); empty: the API is off.
+    pub api_keys: Vec<Secret>,
+    /// The longest NDJSON line or multipart part the HTTP publishing API takes.
+    pub http_max_item_bytes: usize,
+    /// An HTTP publishing request whose body sends nothing for this long is ended.
+    pub http_idle_timeout: Duration,
+    /// The most parts of one multipart publishing request.
+    pub http_max_parts: usize,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `switchboard_hub=debug,info`, ...).
@@ -147,6 +159,10 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("max_subscriptions", ValueKind::Number),
     ("max_connections", ValueKind::Number),
     ("shutdown_window", ValueKind::Number),
+    ("api_keys", ValueKind::String),
+    ("http_max_item_bytes", ValueKind::Number),
+    ("http_idle_timeout", ValueKind::Number),
+    ("http_max_parts", ValueKind::Number),
     ("log_format", ValueKind::String),
     ("log_level", ValueKind::String),
 ];
@@ -180,6 +196,10 @@ struct FileConfig {
     max_subscriptions: Option<i64>,
     max_connections: Option<i64>,
     shutdown_window: Option<f64>,
+    api_keys: Option<String>,
+    http_max_item_bytes: Option<i64>,
+    http_idle_timeout: Option<f64>,
+    http_max_parts: Option<i64>,
     log_format: Option<String>,
     log_level: Option<String>,
 }
@@ -459,6 +479,45 @@ impl FileConfig {
             0.0,
             3600.0,
         )?;
+        let api_keys: Vec<Secret> = self
+            .api_keys
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| Secret(k.to_owned()))
+            .collect();
+        if let Some(short) = api_keys.iter().find(|k| k.0.len() < 16) {
+            return Err(invalid(
+                "api_keys",
+                format!(
+                    "every key needs at least 16 characters (one has {})",
+                    short.0.len()
+                ),
+            ));
+        }
+        let http_max_item_bytes = int_in(
+            "http_max_item_bytes",
+            self.http_max_item_bytes,
+            max_message_bytes,
+            1024,
+            16 << 20,
+        )?;
+        let http_idle_timeout = secs_in(
+            "http_idle_timeout",
+            self.http_idle_timeout,
+            DEFAULT_HTTP_IDLE_TIMEOUT,
+            0.1,
+            86_400.0,
+        )?;
+        let http_max_parts = int_in(
+            "http_max_parts",
+            self.http_max_parts,
+            DEFAULT_HTTP_MAX_PARTS,
+            1,
+            1_000_000,
+        )?;
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -494,6 +553,10 @@ impl FileConfig {
             max_subscriptions,
             max_connections,
             shutdown_window,
+            api_keys,
+            http_max_item_bytes,
+            http_idle_timeout,
+            http_max_parts,
             log_format,
             log_level,
         })

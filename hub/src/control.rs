@@ -9,8 +9,8 @@ use std::sync::{atomic::Ordering, Arc};
 use serde_json::json;
 use switchboard_admin::{
     hub::{
-        HubError, NodeInfo, NodeMembers, Readiness, RoomDetail, RoomMember, RoomSummary,
-        SessionInfo,
+        HttpRoute, HubError, NodeInfo, NodeMembers, Publisher, Readiness, RoomDetail, RoomMember,
+        RoomSummary, SessionInfo,
     },
     Hub, PolicyStore,
 };
@@ -27,6 +27,8 @@ use crate::{
 
 /// What the admin API's `from` shows for the operator.
 const ADMIN: &str = "admin";
+/// What `from` shows for a message published through the HTTP publishing API.
+const HTTP: &str = "http";
 
 /// The admin API's handle on a running node.
 #[derive(Debug, Clone)]
@@ -216,19 +218,30 @@ impl Hub for Control {
         }
     }
 
-    async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError> {
+    async fn publish(
+        &self,
+        room: &str,
+        data: &RawValue,
+        scope: Scope,
+        by: Publisher,
+    ) -> Result<(), HubError> {
+        let (from, source) = match by {
+            Publisher::Admin => (ADMIN, Source::Admin),
+            Publisher::Http => (HTTP, Source::Http),
+        };
         let publication = Publication {
             room,
             payload: Payload::Message {
                 data,
-                from: ADMIN,
+                from,
                 user: None,
             },
             scope,
-            source: Source::Admin,
+            source,
             except: None,
         };
-        // The admin API runs on no session worker: its `worker` publishes reach every worker.
+        // The admin and HTTP APIs run on no session worker: their `worker` publishes reach
+        // every worker.
         match publish(&self.node, None, publication) {
             // The operator's request is held until every room took the message: nothing is
             // dropped, and the same wait as a session publisher's.
@@ -238,6 +251,14 @@ impl Hub for Control {
                 .map_err(|e| HubError::Unavailable(e.to_string())),
             Err(PublishError::TooLarge { size, limit }) => Err(HubError::TooLarge { limit, size }),
         }
+    }
+
+    fn http_request_done(&self, route: HttpRoute, seconds: f64) {
+        metrics().http_request_done(route, seconds);
+    }
+
+    fn http_rejected(&self, route: HttpRoute, reason: &'static str) {
+        metrics().http_rejected(route, reason);
     }
 
     fn readiness(&self) -> Readiness {

@@ -17,6 +17,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use switchboard_admin::HttpRoute;
 use switchboard_protocol::{close, Scope};
 
 /// How a handshake ended, as the `result` label of `switchboard_handshakes_total`.
@@ -73,12 +74,15 @@ pub(crate) enum Source {
     Relay,
     /// The admin API.
     Admin,
+    /// The HTTP publishing API.
+    Http,
 }
 
-const SOURCES: [(Source, &str); 3] = [
+const SOURCES: [(Source, &str); 4] = [
     (Source::Client, "client"),
     (Source::Relay, "relay"),
     (Source::Admin, "admin"),
+    (Source::Http, "http"),
 ];
 const SCOPES: [Scope; 3] = [Scope::Worker, Scope::Node, Scope::Cluster];
 
@@ -184,6 +188,10 @@ pub struct Metrics {
     pub(crate) bytes_in: IntCounter,
     pub(crate) bytes_out: IntCounter,
     fanout_seconds: Histogram,
+    /// The HTTP publishing API: request durations by route (in `HttpRoute::ALL` order) and
+    /// refusals by route and reason (reasons are few and fixed, so the family is bounded).
+    http_seconds: Vec<Histogram>,
+    http_rejected: IntCounterVec,
     /// Cluster mode (all zero on a standalone node).
     pub(crate) cluster: ClusterMetrics,
 }
@@ -409,6 +417,31 @@ impl Metrics {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&registry, Box::new(fanout_seconds.clone()));
+        let http_family = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "switchboard_http_request_seconds",
+                "Duration of HTTP publishing requests, by route (a stream lasts as long as its body).",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
+            ]),
+            &["route"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(http_family.clone()));
+        let http_seconds = HttpRoute::ALL
+            .iter()
+            .map(|r| http_family.with_label_values(&[r.label()]))
+            .collect();
+        let http_rejected = IntCounterVec::new(
+            Opts::new(
+                "switchboard_http_rejected_total",
+                "Messages, lines, parts and requests the HTTP publishing API refused, by route and reason.",
+            ),
+            &["route", "reason"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        register(&registry, Box::new(http_rejected.clone()));
         let cluster = ClusterMetrics::new(&registry);
         #[cfg(target_os = "linux")]
         register(
@@ -432,8 +465,22 @@ impl Metrics {
             bytes_in,
             bytes_out,
             fanout_seconds,
+            http_seconds,
+            http_rejected,
             cluster,
         }
+    }
+
+    pub(crate) fn http_request_done(&self, route: HttpRoute, seconds: f64) {
+        if let Some(i) = HttpRoute::ALL.iter().position(|r| *r == route) {
+            self.http_seconds[i].observe(seconds);
+        }
+    }
+
+    pub(crate) fn http_rejected(&self, route: HttpRoute, reason: &'static str) {
+        self.http_rejected
+            .with_label_values(&[route.label(), reason])
+            .inc();
     }
 
     pub(crate) fn handshake(&self, result: Handshake) {

@@ -136,6 +136,20 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
     let config = node.config.clone();
     let workers = config.workers;
     let next_worker = Arc::new(AtomicUsize::new(0));
+    // The HTTP publishing API (`/api/`), mounted only when API keys are configured.
+    let publishing = switchboard_admin::configure_publishing(
+        Arc::new(Control::new(node.clone())),
+        switchboard_admin::PublishingOptions {
+            api_keys: config
+                .api_keys
+                .iter()
+                .map(|k| k.expose().to_owned())
+                .collect(),
+            max_item_bytes: config.http_max_item_bytes,
+            idle_timeout: config.http_idle_timeout,
+            max_parts: config.http_max_parts,
+        },
+    );
     let server = actix_server::Server::build()
         .workers(workers)
         .disable_signals()
@@ -158,11 +172,13 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
                     session::serve_upgrade(req, framed, upgrade_node.clone(), rooms.clone())
                 },
             );
-            // Every other request is plain HTTP.
-            let app = App::new().default_service(web::to(move |req: HttpRequest| {
-                let node = http_node.clone();
-                async move { plain_http(&node, &req) }
-            }));
+            // Every other request is plain HTTP: the publishing API, or a refusal.
+            let app = App::new()
+                .configure(publishing.clone())
+                .default_service(web::to(move |req: HttpRequest| {
+                    let node = http_node.clone();
+                    async move { plain_http(&node, &req) }
+                }));
             HttpService::build()
                 // Zero: close the TCP connection as soon as a response is done.
                 .client_disconnect_timeout(Duration::ZERO)

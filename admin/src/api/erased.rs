@@ -10,7 +10,9 @@ use std::pin::Pin;
 use serde_json::value::RawValue;
 use switchboard_protocol::Scope;
 
-use crate::hub::{Hub, HubError, NodeInfo, Readiness, RoomDetail, RoomSummary, SessionInfo};
+use crate::hub::{
+    HttpRoute, Hub, HubError, NodeInfo, Publisher, Readiness, RoomDetail, RoomSummary, SessionInfo,
+};
 use crate::policy::PolicyStore;
 
 /// A future polled on the worker that created it.
@@ -30,7 +32,10 @@ pub(crate) trait DynHub: Send + Sync {
         room: &'a str,
         data: &'a RawValue,
         scope: Scope,
+        by: Publisher,
     ) -> LocalFuture<'a, Result<(), HubError>>;
+    fn http_request_done(&self, route: HttpRoute, seconds: f64);
+    fn http_rejected(&self, route: HttpRoute, reason: &'static str);
     fn readiness(&self) -> Readiness;
     fn metrics(&self) -> String;
     fn policy(&self) -> &PolicyStore;
@@ -75,8 +80,17 @@ impl<H: Hub + Send + Sync> DynHub for H {
         room: &'a str,
         data: &'a RawValue,
         scope: Scope,
+        by: Publisher,
     ) -> LocalFuture<'a, Result<(), HubError>> {
-        Box::pin(Hub::publish(self, room, data, scope))
+        Box::pin(Hub::publish(self, room, data, scope, by))
+    }
+
+    fn http_request_done(&self, route: HttpRoute, seconds: f64) {
+        Hub::http_request_done(self, route, seconds);
+    }
+
+    fn http_rejected(&self, route: HttpRoute, reason: &'static str) {
+        Hub::http_rejected(self, route, reason);
     }
 
     fn readiness(&self) -> Readiness {

@@ -16,6 +16,7 @@ mod error;
 mod health;
 pub mod model;
 mod nodes;
+pub mod publishing;
 mod rooms;
 mod sessions;
 
@@ -192,7 +193,7 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
 
 /// A resource whose other methods answer 405 with `Allow: allow` in the API's error shape
 /// rather than actix-web's empty 405.
-fn resource(path: &str, allow: &'static str) -> Resource {
+pub(crate) fn resource(path: &str, allow: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move || async move {
         ApiError::method_not_allowed(allow).error_response()
     }))
@@ -273,56 +274,71 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            BEARER_SCHEME,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("The admin token the hub was started with"))
-                    .build(),
-            ),
+        guard_paths(
+            openapi,
+            "/admin/",
+            "The admin token the hub was started with",
         );
-        let unauthorized = ResponseBuilder::new()
-            .description("The bearer token is missing or wrong (`unauthorized`)")
-            .header(
-                "WWW-Authenticate",
-                HeaderBuilder::new()
-                    .description(Some("Always `Bearer`"))
-                    .build(),
-            )
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let guarded = path.starts_with("/admin/");
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.options,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if guarded {
-                    operation.security = Some(vec![SecurityRequirement::new(
-                        BEARER_SCHEME,
-                        Vec::<String>::new(),
-                    )]);
-                    operation
-                        .responses
-                        .responses
-                        .insert("401".to_owned(), unauthorized.clone().into());
-                } else {
-                    operation.security = Some(Vec::new());
-                }
+    }
+}
+
+/// Declares the bearer scheme and attaches it, with its 401 answer, to the operations whose
+/// path starts with `prefix` (those a bearer middleware guards); the rest are marked as
+/// needing nothing.
+pub(crate) fn guard_paths(
+    openapi: &mut utoipa::openapi::OpenApi,
+    prefix: &str,
+    description: &'static str,
+) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+                .build(),
+        ),
+    );
+    let unauthorized = ResponseBuilder::new()
+        .description("The bearer token is missing or wrong (`unauthorized`)")
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .description(Some("Always `Bearer`"))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let guarded = path.starts_with(prefix);
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if guarded {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    BEARER_SCHEME,
+                    Vec::<String>::new(),
+                )]);
+                operation
+                    .responses
+                    .responses
+                    .insert("401".to_owned(), unauthorized.clone().into());
+            } else {
+                operation.security = Some(Vec::new());
             }
         }
     }

@@ -8,7 +8,7 @@ use super::model::{
     page_size, paginate, JsonObject, PublishRequest, Published, RoomPage, RoomPath, RoomQuery,
 };
 use super::Admin;
-use crate::hub::{HubError, RoomDetail};
+use crate::hub::{HubError, Publisher, RoomDetail};
 
 /// Rooms with members on this node, in name order, a page at a time.
 #[utoipa::path(
@@ -95,7 +95,7 @@ pub(crate) async fn publish(
     let scope = body.scope.map_or(Scope::default(), Scope::from);
     admin
         .hub
-        .publish(&path.room, &body.data, scope)
+        .publish(&path.room, &body.data, scope, Publisher::Admin)
         .await
         .map_err(|error| match error {
             HubError::NotFound => ApiError::not_found(format!("no room {:?}", path.room)),

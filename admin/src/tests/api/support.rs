@@ -168,7 +168,14 @@ impl Hub for FakeHub {
         Ok(())
     }
 
-    async fn publish(&self, room: &str, data: &RawValue, scope: Scope) -> Result<(), HubError> {
+    async fn publish(
+        &self,
+        room: &str,
+        data: &RawValue,
+        scope: Scope,
+        by: crate::hub::Publisher,
+    ) -> Result<(), HubError> {
+        assert_eq!(by, crate::hub::Publisher::Admin);
         self.check(data)?;
         self.published
             .lock()

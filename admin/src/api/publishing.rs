@@ -372,16 +372,24 @@ pub struct ItemResult {
     /// Whether the message was published.
     pub ok: bool,
     /// Why not, when `ok` is false.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<Refusal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ApiErrorCode>,
+    /// Why not, for people, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl ItemResult {
     fn of(room: Option<String>, result: Result<(), Refusal>) -> Self {
+        let (code, message) = match result {
+            Ok(()) => (None, None),
+            Err(r) => (Some(r.code), Some(r.message)),
+        };
         ItemResult {
             room,
-            ok: result.is_ok(),
-            refusal: result.err(),
+            ok: code.is_none(),
+            code,
+            message,
         }
     }
 }

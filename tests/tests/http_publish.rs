@@ -229,6 +229,18 @@ async fn api_keys_are_required_and_the_routes_are_off_without_keys() {
     }
     let (status, _) = request(&hub, "POST", path, &[json_type, &auth()], body.as_bytes()).await;
     assert_eq!(status, 200);
+    let metrics = switchboard_tests::http_exchange_at(
+        hub.admin_addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .body;
+    assert!(
+        metrics.contains(
+            "switchboard_http_rejected_total{reason=\"unauthorized\",route=\"publish\"} 4"
+        ),
+        "{metrics}"
+    );
     let (status, doc) = request(&hub, "GET", "/api/openapi.json", &[&auth()], b"").await;
     assert_eq!(status, 200);
     assert!(
@@ -250,6 +262,8 @@ async fn a_stream_publishes_each_line_as_its_newline_arrives_and_keeps_order() {
         // The member reads as fast as it can; its outbox must not be what the test measures.
         .set("outbox_capacity", 1 << 18)
         .set("outbox_max_bytes", 256 << 20)
+        // A room queue of one: the stream keeps waiting for room, and must lose nothing.
+        .set("room_queue_capacity", 1)
         .start();
     let mut m = member(&hub, "feed").await;
     let mut body = Chunked::open(

@@ -114,6 +114,7 @@ where
             max_parts,
         });
         let keys = Arc::clone(&keys);
+        let counted = Arc::clone(&hub);
         cfg.service(
             web::scope("/api")
                 .app_data(api)
@@ -122,7 +123,8 @@ where
                 .app_data(error::query_config())
                 .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
                     let keys = Arc::clone(&keys);
-                    async move { require_key(&keys, req, next).await }
+                    let hub = Arc::clone(&counted);
+                    async move { require_key(&keys, &*hub, req, next).await }
                 }))
                 .service(resource("/openapi.json", "GET").route(web::get().to(openapi_json)))
                 .service(resource("/rooms/{room}/publish", "POST").route(web::post().to(publish)))
@@ -159,13 +161,28 @@ fn key_matches(keys: &[TokenDigest], headers: &HeaderMap) -> bool {
 
 async fn require_key(
     keys: &[TokenDigest],
+    hub: &dyn DynHub,
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     if !key_matches(keys, req.headers()) {
+        if let Some(route) = route_of(req.path()) {
+            hub.http_rejected(route, "unauthorized");
+        }
         return Ok(req.into_response(unauthorized().error_response()));
     }
     next.call(req).await
+}
+
+/// The publishing route a path names, for counting requests refused before routing.
+fn route_of(path: &str) -> Option<HttpRoute> {
+    match path {
+        "/api/publish" => Some(HttpRoute::Multipart),
+        "/api/broadcast" => Some(HttpRoute::Broadcast),
+        p if p.starts_with("/api/rooms/") && p.ends_with("/stream") => Some(HttpRoute::Stream),
+        p if p.starts_with("/api/rooms/") && p.ends_with("/publish") => Some(HttpRoute::Publish),
+        _ => None,
+    }
 }
 
 fn unauthorized() -> ApiError {

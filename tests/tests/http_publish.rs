@@ -350,6 +350,18 @@ async fn a_stream_reports_bad_lines_and_publishes_the_rest() {
     assert_eq!(m.recv().await["data"], json!({"last": true}));
     m.expect_silence(Duration::from_millis(200)).await;
 
+    // PUT, as `curl -T` sends it, works the same.
+    let (status, summary) = request(
+        &hub,
+        "PUT",
+        "/api/rooms/mixed/stream",
+        &[&auth(), "Content-Type: application/x-ndjson"],
+        b"\"put\"\n",
+    )
+    .await;
+    assert_eq!((status, summary["published"].as_u64()), (200, Some(1)));
+    assert_eq!(m.recv().await["data"], "put");
+
     // Not NDJSON, not a valid room: refused before any line is read.
     let (status, reply) = Chunked::open(&hub, "/api/rooms/mixed/stream", "text/plain", Some(KEY))
         .await

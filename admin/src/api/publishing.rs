@@ -129,7 +129,11 @@ where
                 .service(resource("/openapi.json", "GET").route(web::get().to(openapi_json)))
                 .service(resource("/rooms/{room}/publish", "POST").route(web::post().to(publish)))
                 .service(resource("/broadcast", "POST").route(web::post().to(broadcast)))
-                .service(resource("/rooms/{room}/stream", "POST").route(web::post().to(stream)))
+                .service(
+                    resource("/rooms/{room}/stream", "POST, PUT")
+                        .route(web::post().to(stream))
+                        .route(web::put().to(stream_put)),
+                )
                 .service(resource("/publish", "POST").route(web::post().to(multipart)))
                 .default_service(web::to(super::not_found)),
         );
@@ -578,6 +582,33 @@ pub(crate) async fn stream(
     response
 }
 
+/// The same as `POST`, for clients that upload with `PUT` (`curl -T`).
+#[utoipa::path(
+    put,
+    path = "/api/rooms/{room}/stream",
+    tag = "publishing",
+    params(RoomPath, ScopeQuery),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One JSON value per line; usually sent with `Transfer-Encoding: chunked`"),
+    responses(
+        (status = 200, description = "The body ended; what was published and refused",
+            body = StreamSummary),
+        (status = 400, description = "Not `Content-Type: application/x-ndjson` \
+            (`bad_request`), or the room name is not valid (`invalid_room`)", body = ErrorBody),
+        (status = 408, description = "Nothing arrived for the idle timeout; what was \
+            published and refused until then", body = StreamSummary),
+    )
+)]
+pub(crate) async fn stream_put(
+    api: web::Data<Publishing>,
+    path: web::Path<RoomPath>,
+    query: web::Query<ScopeQuery>,
+    req: actix_web::HttpRequest,
+    body: web::Payload,
+) -> HttpResponse {
+    stream(api, path, query, req, body).await
+}
+
 async fn publish_line(
     api: &Publishing,
     room: &str,
@@ -915,7 +946,7 @@ async fn openapi_json() -> HttpResponse {
             configured the routes answer 404. Every error response is \
             `{\"error\":{\"code\":..,\"message\":..}}`. Messages carry `\"from\":\"http\"`."
     ),
-    paths(openapi_json, publish, broadcast, stream, multipart),
+    paths(openapi_json, publish, broadcast, stream, stream_put, multipart),
     components(schemas(ErrorBody, Refusal)),
     modifiers(&KeyAuth),
     tags(

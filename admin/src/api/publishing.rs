@@ -550,7 +550,8 @@ pub(crate) async fn stream(
             Ok(None) => {
                 // A last line without its newline is complete: the body ended normally.
                 if let Some(line) = lines.finish() {
-                    publish_line(&api, &path.room, scope, line, &mut summary).await;
+                    let done = publish_line(&api, &path.room, scope, line, &mut summary).await;
+                    lines.recycle(done);
                 }
                 break None;
             }
@@ -558,7 +559,8 @@ pub(crate) async fn stream(
         };
         let mut rest = &chunk[..];
         while let Some(line) = lines.feed(&mut rest) {
-            publish_line(&api, &path.room, scope, line, &mut summary).await;
+            let done = publish_line(&api, &path.room, scope, line, &mut summary).await;
+            lines.recycle(done);
         }
     };
     let response = match ended {
@@ -609,16 +611,18 @@ pub(crate) async fn stream_put(
     stream(api, path, query, req, body).await
 }
 
+/// Publishes one line; gives its buffer back for the next one.
 async fn publish_line(
     api: &Publishing,
     room: &str,
     scope: Scope,
     line: Line,
     summary: &mut StreamSummary,
-) {
+) -> Option<Vec<u8>> {
     let route = HttpRoute::Stream;
+    let mut buffer = None;
     let (number, result) = match line {
-        Line::Empty(_) => return,
+        Line::Empty(_) => return None,
         Line::TooLong(number) => (
             number,
             Err(api.reject(
@@ -629,15 +633,20 @@ async fn publish_line(
                 ),
             )),
         ),
-        Line::Text(number, bytes) => match json_of(&bytes) {
-            Ok(data) => (number, api.publish(route, room, data, scope).await),
-            Err(refusal) => (number, Err(api.reject(route, refusal))),
-        },
+        Line::Text(number, bytes) => {
+            let result = match json_of(&bytes) {
+                Ok(data) => api.publish(route, room, data, scope).await,
+                Err(refusal) => Err(api.reject(route, refusal)),
+            };
+            buffer = Some(bytes);
+            (number, result)
+        }
     };
     match result {
         Ok(()) => summary.published += 1,
         Err(refusal) => summary.refuse(number, refusal),
     }
+    buffer
 }
 
 /// `bytes` as a JSON value, borrowed.
@@ -664,6 +673,9 @@ enum Line {
 struct Lines {
     max: usize,
     buf: Vec<u8>,
+    /// The previous line's buffer, given back once it was published: the next line is read
+    /// into it, so a stream does not allocate per line.
+    spare: Vec<u8>,
     /// In an over-long line: the rest of it is dropped up to its newline.
     skipping: bool,
     /// Bytes of the current line seen so far (held or skipped).
@@ -676,6 +688,7 @@ impl Lines {
         Lines {
             max,
             buf: Vec::new(),
+            spare: Vec::new(),
             skipping: false,
             seen: 0,
             number: 0,
@@ -708,7 +721,7 @@ impl Lines {
         let line = if std::mem::take(&mut self.skipping) {
             Line::TooLong(self.number)
         } else {
-            let mut text = std::mem::take(&mut self.buf);
+            let mut text = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
             if text.last() == Some(&b'\r') {
                 text.pop();
             }
@@ -720,6 +733,14 @@ impl Lines {
         };
         self.seen = 0;
         line
+    }
+
+    /// Takes back a line's buffer (its capacity is at most `max`, so keeping it is bounded).
+    fn recycle(&mut self, buffer: Option<Vec<u8>>) {
+        if let Some(mut buffer) = buffer {
+            buffer.clear();
+            self.spare = buffer;
+        }
     }
 
     /// At the end of the body: the last line if it had no newline.

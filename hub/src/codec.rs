@@ -54,18 +54,12 @@ const MAX_HEADER: usize = 10;
 
 /// Encodes a protocol frame as a text frame in one allocation: the JSON is written after room
 /// for the header, and the header goes in front of it. For a `message` (the frame every
-/// recipient shares) the length is known before encoding, so the header fits exactly; other
-/// frames are small, and their text moves up by the unused header bytes.
+/// recipient shares) and an `ack` (one per acknowledged publish) the length is known before
+/// encoding, so the header and the allocation fit exactly (and the bytes take the buffer
+/// without a second allocation); other frames are small, and their text moves up by the unused
+/// header bytes.
 pub(crate) fn text_frame_of(frame: &ServerFrame<'_>) -> Frame {
-    let known = match frame {
-        ServerFrame::Message {
-            room,
-            data,
-            from,
-            user,
-        } => Some(ServerFrame::message_len(room, data, from, *user)),
-        _ => None,
-    };
+    let known = frame.exact_len();
     let front = known.map_or(MAX_HEADER, header_len);
     let mut buf = frame.encode_after(front);
     let len = buf.len() - front;

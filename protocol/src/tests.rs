@@ -1777,3 +1777,32 @@ fn encode_after_leaves_room_in_front_and_writes_the_same_text() {
         }
     }
 }
+
+#[test]
+fn exact_lengths_match_the_encoding() {
+    for id in [
+        None,
+        Some(0),
+        Some(9),
+        Some(10),
+        Some(99),
+        Some(12_345),
+        Some(u64::MAX),
+    ] {
+        let frame = ServerFrame::Ack { id };
+        let mut text = String::new();
+        frame.encode_into(&mut text);
+        assert_eq!(frame.exact_len(), Some(text.len()), "{text}");
+    }
+    let data = raw(r#"{"a":[1,"\u00e9"]}"#);
+    let frame = ServerFrame::Message {
+        room: "r\"1",
+        data: &data,
+        from: "s-1",
+        user: Some("u\\x"),
+    };
+    let mut text = String::new();
+    frame.encode_into(&mut text);
+    assert_eq!(frame.exact_len(), Some(text.len()));
+    assert_eq!(ServerFrame::Pong { id: Some(1) }.exact_len(), None);
+}

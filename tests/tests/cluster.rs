@@ -960,6 +960,41 @@ async fn relay_rooms_span_the_nodes_and_skip_the_sender() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_members_messages_cross_nodes_in_order() {
+    use tokio_tungstenite::tungstenite::Message;
+    const MESSAGES: usize = 5000;
+    let redis = RedisServer::start();
+    let a = relay_node(&redis.url(), "a");
+    let b = relay_node(&redis.url(), "b");
+    let url = |hub: &TestHub| format!("ws://{}/relay/feed", hub.addr);
+    let mut sender = Client::open(&url(&a), &[]).await.unwrap();
+    let mut far = Client::open(&url(&b), &[]).await.unwrap();
+    wait_numsub(
+        &redis,
+        "switchboard:relay:relay:feed",
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let send = tokio::spawn(async move {
+        for i in 0..MESSAGES {
+            sender.send_raw(Message::text(i.to_string())).await;
+        }
+        sender
+    });
+    for i in 0..MESSAGES {
+        assert_eq!(far.recv_message().await, Message::text(i.to_string()));
+    }
+    eprintln!(
+        "{MESSAGES} relay messages across two nodes in {:?}",
+        started.elapsed()
+    );
+    let mut sender = send.await.unwrap();
+    sender.expect_silence(SILENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_bad_redis_url_starts_serves_local_scopes_and_is_not_ready() {
     let hub = node("not a url", "a");
     let reply = wait_readyz(&hub, 503, Duration::from_secs(5)).await;

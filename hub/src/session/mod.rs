@@ -90,9 +90,19 @@ pub(crate) struct WsSession {
 /// reading until the oldest is answered.
 const MAX_INFLIGHT: usize = 256;
 
-/// A session's unanswered cluster publishes.
+/// A session's unanswered cluster publishes, each with what to do with Redis's answer.
 #[derive(Default)]
-struct Inflight(VecDeque<(Option<u64>, Acceptance)>);
+struct Inflight(VecDeque<(Answer, Acceptance)>);
+
+/// What a cluster publish's answer becomes.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// A `switchboard.v1` publish: an ack (if it had an id) or an error frame.
+    Publish(Option<u64>),
+    /// A relay member's message: the relay protocol has no answers, so a failure is counted
+    /// and logged only.
+    Relay,
+}
 
 impl std::fmt::Debug for Inflight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -354,7 +364,9 @@ impl WsSession {
         };
         match crate::publish::publish(&self.node, Some(&self.worker), publication) {
             Ok(delivery) => match delivery.into_broker() {
-                Ok((accepted, in_order)) => self.pipeline(id, accepted, in_order, ctx),
+                Ok((accepted, in_order)) => {
+                    self.pipeline(Answer::Publish(id), accepted, in_order, ctx);
+                }
                 Err(delivery) => self.wait_for(delivery, ctx, move |act, accepted| {
                     act.answer_publish(id, accepted)
                 }),
@@ -415,12 +427,12 @@ impl WsSession {
     /// the session until it and every earlier one are answered, so that nothing overtakes it.
     fn pipeline(
         &mut self,
-        id: Option<u64>,
+        answer: Answer,
         accepted: Acceptance,
         in_order: bool,
         ctx: &mut WsContext,
     ) {
-        self.inflight.0.push_back((id, accepted));
+        self.inflight.0.push_back((answer, accepted));
         if !self.pumping {
             self.pumping = true;
             ctx.spawn(Answering { below: 1 });
@@ -445,8 +457,10 @@ impl WsSession {
             let std::task::Poll::Ready(accepted) = accepted.as_mut().poll(task) else {
                 return;
             };
-            if let Some((id, _)) = self.inflight.0.pop_front() {
-                self.answer_publish(id, accepted);
+            match self.inflight.0.pop_front() {
+                Some((Answer::Publish(id), _)) => self.answer_publish(id, accepted),
+                Some((Answer::Relay, _)) => self.relay_answered(accepted),
+                None => {}
             }
         }
         // Its allocation is not kept for a quiet session.
@@ -521,13 +535,22 @@ impl WsSession {
         // A passed-on frame is not a `message`, so no size check can refuse it: the reader
         // already held it to `max_message_bytes`. A relay message Redis could not take is
         // not answered (the relay protocol has no errors); it is counted and logged.
+        // Pipelined like a client's cluster publishes: the member goes on sending while Redis
+        // answers, instead of one round trip per message.
         if let Ok(delivery) = publish(&self.node, Some(&self.worker), publication) {
-            self.wait_for(delivery, ctx, |act, accepted| {
-                if let Err(e) = accepted {
-                    metrics().dropped(Dropped::Unavailable, 1);
-                    tracing::debug!(session = %act.info.label, error = %e, "relay message not carried");
+            match delivery.into_broker() {
+                Ok((accepted, in_order)) => self.pipeline(Answer::Relay, accepted, in_order, ctx),
+                Err(delivery) => {
+                    self.wait_for(delivery, ctx, |act, accepted| act.relay_answered(accepted));
                 }
-            });
+            }
+        }
+    }
+
+    fn relay_answered(&self, accepted: Result<(), Unavailable>) {
+        if let Err(e) = accepted {
+            metrics().dropped(Dropped::Unavailable, 1);
+            tracing::debug!(session = %self.info.label, error = %e, "relay message not carried");
         }
     }
 

@@ -168,18 +168,7 @@ impl ServerFrame<'_> {
     }
 
     fn size_hint(&self) -> usize {
-        if let ServerFrame::Ack { .. } = self {
-            return self.exact_len().unwrap_or(128);
-        }
-        match self {
-            ServerFrame::Message {
-                room,
-                data,
-                from,
-                user,
-            } => Self::message_len(room, data, from, *user),
-            _ => 128,
-        }
+        self.exact_len().unwrap_or(128)
     }
 }
 

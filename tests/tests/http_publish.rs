@@ -229,12 +229,7 @@ async fn api_keys_are_required_and_the_routes_are_off_without_keys() {
     }
     let (status, _) = request(&hub, "POST", path, &[json_type, &auth()], body.as_bytes()).await;
     assert_eq!(status, 200);
-    let metrics = switchboard_tests::http_exchange_at(
-        hub.admin_addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .body;
+    let metrics = hub.admin_as(None, "GET", "/metrics", None).await.body;
     assert!(
         metrics.contains(
             "switchboard_http_rejected_total{reason=\"unauthorized\",route=\"publish\"} 4"
@@ -417,6 +412,12 @@ fn form(boundary: &str, parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// `POST /api/publish` with a form made by [`form`] with `boundary`.
+async fn post_form(hub: &TestHub, boundary: &str, body: &[u8]) -> (u16, Value) {
+    let content_type = format!("Content-Type: multipart/form-data; boundary={boundary}");
+    request(hub, "POST", "/api/publish", &[&auth(), &content_type], body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_parts_are_published_one_by_one_with_a_result_each() {
     let hub = hub();
@@ -435,14 +436,7 @@ async fn multipart_parts_are_published_one_by_one_with_a_result_each() {
             ("b", "application/json", b"[true]"),
         ],
     );
-    let (status, reply) = request(
-        &hub,
-        "POST",
-        "/api/publish",
-        &[&auth(), "Content-Type: multipart/form-data; boundary=XyZ"],
-        &body,
-    )
-    .await;
+    let (status, reply) = post_form(&hub, "XyZ", &body).await;
     assert_eq!(status, 200, "{reply}");
     let results: Vec<(Value, bool, Value)> = reply["parts"]
         .as_array()
@@ -504,14 +498,7 @@ async fn multipart_stops_at_the_part_limit() {
             ("a", "application/json", b"3"),
         ],
     );
-    let (status, reply) = request(
-        &hub,
-        "POST",
-        "/api/publish",
-        &[&auth(), "Content-Type: multipart/form-data; boundary=b0"],
-        &body,
-    )
-    .await;
+    let (status, reply) = post_form(&hub, "b0", &body).await;
     assert_eq!(status, 413, "{reply}");
     assert_eq!(reply["ended"], "too_many_parts");
     assert_eq!(reply["parts"].as_array().unwrap().len(), 2);
@@ -570,12 +557,7 @@ async fn a_body_cut_mid_line_or_mid_part_publishes_what_ended_and_the_node_keeps
     assert_eq!(m.recv().await["data"], "ws");
 
     // Counted: the cut line.
-    let metrics = switchboard_tests::http_exchange_at(
-        hub.admin_addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .body;
+    let metrics = hub.admin_as(None, "GET", "/metrics", None).await.body;
     assert!(
         metrics.contains("switchboard_http_rejected_total{reason=\"cut\",route=\"stream\"} 1"),
         "{metrics}"

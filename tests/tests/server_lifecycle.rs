@@ -370,11 +370,7 @@ async fn the_health_command_reports_readiness_from_the_admin_listener() {
 
     let ready = health(&admin, &[], &[]);
     assert!(ready.status.success(), "{ready:?}");
-    let metrics = switchboard_tests::http_exchange_at(
-        hub.admin_addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let metrics = hub.admin_as(None, "GET", "/metrics", None).await;
     assert!(
         metrics.body.contains("\nswitchboard_ready 1\n"),
         "{}",
@@ -432,11 +428,7 @@ async fn the_health_command_is_unhealthy_while_redis_is_unreachable() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("unavailable"));
     assert!(health(&admin, &["--live"], &[]).status.success());
     // The same answer in the metrics, for dashboards and alerts.
-    let metrics = switchboard_tests::http_exchange_at(
-        hub.admin_addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let metrics = hub.admin_as(None, "GET", "/metrics", None).await;
     assert!(
         metrics.body.contains("\nswitchboard_ready 0\n"),
         "{}",

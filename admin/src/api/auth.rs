@@ -27,22 +27,17 @@ pub(crate) fn digest(token: &[u8]) -> TokenDigest {
 /// The scheme name is matched without regard to case, as RFC 9110 requires; the token must be
 /// exact.
 pub(crate) fn bearer_matches(expected: &TokenDigest, authorization: Option<&HeaderValue>) -> bool {
-    let Some(value) = authorization else {
-        return false;
-    };
-    let bytes = value.as_bytes();
-    let Some(space) = bytes.iter().position(|&b| b == b' ') else {
-        return false;
-    };
+    bearer_token(authorization).is_some_and(|token| bool::from(digest(token).ct_eq(expected)))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case, surrounding
+/// spaces trimmed); `None` for any other header or none.
+pub(crate) fn bearer_token(authorization: Option<&HeaderValue>) -> Option<&[u8]> {
+    let bytes = authorization?.as_bytes();
+    let space = bytes.iter().position(|&b| b == b' ')?;
     let (scheme, rest) = bytes.split_at(space);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return false;
-    }
     let token = rest.trim_ascii();
-    if token.is_empty() {
-        return false;
-    }
-    bool::from(digest(token).ct_eq(expected))
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The middleware body: lets the request through when no token is configured or the right one

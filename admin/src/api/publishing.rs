@@ -31,7 +31,7 @@ use subtle::{Choice, ConstantTimeEq};
 use switchboard_protocol::{validate_room, Scope};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::auth::{digest, TokenDigest};
+use super::auth::{bearer_token, digest, TokenDigest};
 use super::erased::DynHub;
 use super::error::{self, ApiError, ApiErrorCode, ErrorBody};
 use super::model::{JsonObject, PublishScope, RoomPath};
@@ -132,7 +132,7 @@ where
                 .service(
                     resource("/rooms/{room}/stream", "POST, PUT")
                         .route(web::post().to(stream))
-                        .route(web::put().to(stream_put)),
+                        .route(web::put().to(stream)),
                 )
                 .service(resource("/publish", "POST").route(web::post().to(multipart)))
                 .default_service(web::to(super::not_found)),
@@ -144,18 +144,9 @@ where
 /// compared, each in constant time (as digests, so lengths do not show either), whichever
 /// matches.
 fn key_matches(keys: &[TokenDigest], headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let Some(token) = bearer_token(headers.get(header::AUTHORIZATION)) else {
         return false;
     };
-    let bytes = value.as_bytes();
-    let Some(space) = bytes.iter().position(|&b| b == b' ') else {
-        return false;
-    };
-    let (scheme, rest) = bytes.split_at(space);
-    let token = rest.trim_ascii();
-    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
-        return false;
-    }
     let presented = digest(token);
     let found = keys
         .iter()
@@ -497,10 +488,11 @@ impl StreamSummary {
 }
 
 /// Publishes an NDJSON body line by line, each the moment its newline arrives (the last line
-/// also without one, when the body ends normally). Empty lines are skipped. A body may last as
+/// also without one, when the body ends normally); `PUT` does the same, for clients that
+/// upload that way (`curl -T`). Empty lines are skipped. A body may last as
 /// long as it keeps sending: the hub holds one line at most.
 #[utoipa::path(
-    post,
+    method(post, put),
     path = "/api/rooms/{room}/stream",
     tag = "publishing",
     params(RoomPath, ScopeQuery),
@@ -584,34 +576,6 @@ pub(crate) async fn stream(
     response
 }
 
-/// The same as `POST`, for clients that upload with `PUT` (`curl -T`).
-#[utoipa::path(
-    put,
-    path = "/api/rooms/{room}/stream",
-    tag = "publishing",
-    params(RoomPath, ScopeQuery),
-    request_body(content = String, content_type = "application/x-ndjson",
-        description = "One JSON value per line; usually sent with `Transfer-Encoding: chunked`"),
-    responses(
-        (status = 200, description = "The body ended; what was published and refused",
-            body = StreamSummary),
-        (status = 400, description = "Not `Content-Type: application/x-ndjson` \
-            (`bad_request`), or the room name is not valid (`invalid_room`)", body = ErrorBody),
-        (status = 408, description = "Nothing arrived for the idle timeout; what was \
-            published and refused until then", body = StreamSummary),
-    )
-)]
-pub(crate) async fn stream_put(
-    api: web::Data<Publishing>,
-    path: web::Path<RoomPath>,
-    query: web::Query<ScopeQuery>,
-    req: actix_web::HttpRequest,
-    body: web::Payload,
-) -> HttpResponse {
-    stream(api, path, query, req, body).await
-}
-
-/// Publishes one line; gives its buffer back for the next one.
 async fn publish_line(
     api: &Publishing,
     room: &str,
@@ -967,7 +931,7 @@ async fn openapi_json() -> HttpResponse {
             configured the routes answer 404. Every error response is \
             `{\"error\":{\"code\":..,\"message\":..}}`. Messages carry `\"from\":\"http\"`."
     ),
-    paths(openapi_json, publish, broadcast, stream, stream_put, multipart),
+    paths(openapi_json, publish, broadcast, stream, multipart),
     components(schemas(ErrorBody, Refusal)),
     modifiers(&KeyAuth),
     tags(

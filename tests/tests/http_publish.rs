@@ -238,10 +238,12 @@ async fn api_keys_are_required_and_the_routes_are_off_without_keys() {
     );
     let (status, doc) = request(&hub, "GET", "/api/openapi.json", &[&auth()], b"").await;
     assert_eq!(status, 200);
-    assert!(
-        doc["paths"]["/api/rooms/{room}/stream"]["post"].is_object(),
-        "{doc}"
-    );
+    for method in ["post", "put"] {
+        assert!(
+            doc["paths"]["/api/rooms/{room}/stream"][method].is_object(),
+            "{doc}"
+        );
+    }
 
     let off = TestHub::start();
     let (status, reply) = request(&off, "POST", path, &[json_type, &auth()], body.as_bytes()).await;

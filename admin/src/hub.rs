@@ -188,7 +188,8 @@ pub struct NodeMembers {
 pub struct NodeInfo {
     /// The node's id (`node_id`).
     pub id: String,
-    /// Its WebSocket listen address.
+    /// Where its WebSocket listener is reached: its `advertise_address`, or the bound address
+    /// with a wildcard IP replaced by its host name.
     pub address: String,
     /// Its Switchboard version.
     pub version: String,

@@ -73,6 +73,9 @@ pub struct Config {
     pub redis_urls: Vec<String>,
     /// What every Redis key and channel of this cluster starts with.
     pub redis_prefix: String,
+    /// The address other nodes and operators are shown for this node's WebSocket listener
+    /// (`/admin/nodes`); `None`: the bound address, with a wildcard IP replaced by the host name.
+    pub advertise_address: Option<String>,
     /// Interval of server pings; a session silent for twice this is closed.
     pub heartbeat: Duration,
     /// Capacity of each session's outgoing queue, in messages; a session whose queue is full is
@@ -151,6 +154,7 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("node_id", ValueKind::String),
     ("redis_url", ValueKind::String),
     ("redis_prefix", ValueKind::String),
+    ("advertise_address", ValueKind::String),
     ("heartbeat", ValueKind::Number),
     ("outbox_capacity", ValueKind::Number),
     ("outbox_max_bytes", ValueKind::Number),
@@ -188,6 +192,7 @@ struct FileConfig {
     node_id: Option<String>,
     redis_url: Option<String>,
     redis_prefix: Option<String>,
+    advertise_address: Option<String>,
     heartbeat: Option<f64>,
     outbox_capacity: Option<i64>,
     outbox_max_bytes: Option<i64>,
@@ -429,6 +434,18 @@ impl FileConfig {
                 format!("{redis_prefix:?} must be 1 to 64 of A-Z a-z 0-9 - _ . :"),
             ));
         }
+        let advertise_address = self.advertise_address.filter(|a| !a.is_empty());
+        if let Some(address) = &advertise_address {
+            let port_ok = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok || address.len() > 255 || address.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "advertise_address",
+                    format!("{address:?} is not an address like node1.example.com:8080"),
+                ));
+            }
+        }
         let heartbeat = secs_in("heartbeat", self.heartbeat, DEFAULT_HEARTBEAT, 0.01, 3600.0)?;
         let outbox_capacity = int_in(
             "outbox_capacity",
@@ -545,6 +562,7 @@ impl FileConfig {
             node_id,
             redis_urls,
             redis_prefix,
+            advertise_address,
             heartbeat,
             outbox_capacity,
             outbox_max_bytes,
@@ -565,21 +583,22 @@ impl FileConfig {
 
 /// The host name, cleaned to the node-id alphabet, or `node` when there is none.
 fn default_node_id() -> String {
+    host_name().unwrap_or_else(|| "node".to_owned())
+}
+
+/// This machine's (or container's) host name, cleaned to `A-Z a-z 0-9 - _ .`, if it has one.
+pub(crate) fn host_name() -> Option<String> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
-    let id: String = host
+    let name: String = host
         .trim()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .take(64)
         .collect();
-    if id.is_empty() {
-        "node".to_owned()
-    } else {
-        id
-    }
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]

@@ -230,14 +230,29 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The address the registry shows for this node: `advertise_address` if set, else the
+    /// bound address, with a wildcard IP (a container's `0.0.0.0`) replaced by the host name,
+    /// which is what other hosts of a container network or a cluster can reach.
+    fn advertised_address(&self) -> String {
+        if let Some(address) = &self.config.advertise_address {
+            return address.clone();
+        }
+        let bound = self.listening.get().copied().unwrap_or(self.config.listen);
+        if bound.ip().is_unspecified() {
+            if let Some(host) = crate::config::host_name() {
+                return format!("{host}:{}", bound.port());
+            }
+        }
+        bound.to_string()
+    }
+}
+
 impl LocalNode for Node {
     fn record(&self) -> NodeRecord {
         NodeRecord {
             id: self.config.node_id.clone(),
-            address: self
-                .listening
-                .get()
-                .map_or_else(|| self.config.listen.to_string(), ToString::to_string),
+            address: self.advertised_address(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             sessions: self.connections(),
             last_seen: 0,

@@ -754,13 +754,21 @@ async fn wait_nodes(hub: &TestHub, ids: &[&str], within: Duration) -> Vec<Value>
 async fn the_admin_api_lists_the_nodes_and_counts_a_room_on_each() {
     let redis = RedisServer::start();
     let a = node(&redis.url(), "a");
-    let b = node(&redis.url(), "b");
+    let b = TestHub::builder()
+        .set("redis_url", redis.url())
+        .set("node_id", "b")
+        .set("advertise_address", "hub-b.example:8080")
+        .start();
     let mut c = node(&redis.url(), "c");
     let nodes = wait_nodes(&a, &["a", "b", "c"], Duration::from_secs(10)).await;
     for n in &nodes {
         assert!(n["version"].is_string() && n["address"].is_string(), "{n}");
         assert!(n["last_seen"].as_u64().unwrap() > 0, "{n}");
     }
+    // The bound address, or the one the node was told to advertise.
+    let address = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap()["address"].clone();
+    assert_eq!(address("a"), json!(a.addr.to_string()));
+    assert_eq!(address("b"), json!("hub-b.example:8080"));
     let mut on_a = Client::connect(&a).await;
     on_a.subscribe("counted").await;
     let mut on_b = spread_clients(&b, 2).await;

@@ -373,6 +373,14 @@ async fn the_compose_cluster_shares_rooms_through_the_lb_and_survives_a_stopped_
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, ["node1", "node2", "node3"], "{nodes}");
+    // Bound to 0.0.0.0 in the container, each node shows the address the others can reach.
+    for n in nodes.as_array().unwrap() {
+        assert_eq!(
+            n["address"],
+            format!("{}:8080", n["id"].as_str().unwrap()),
+            "{n}"
+        );
+    }
 
     // A member on each node; a publish through the LB on one node reaches all three.
     drop(

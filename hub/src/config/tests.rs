@@ -168,3 +168,14 @@ fn redis_urls_are_split_on_commas_and_the_prefix_is_checked() {
     assert!(load("redis_prefix = \"has space\"", &[]).is_err());
     assert!(load("redis_prefix = \"\"", &[]).is_err());
 }
+
+#[test]
+fn an_advertised_address_needs_a_host_and_a_port() {
+    let c = load("", &[("SWITCHBOARD_ADVERTISE_ADDRESS", "node1:8080")]).unwrap();
+    assert_eq!(c.advertise_address.as_deref(), Some("node1:8080"));
+    assert!(load("", &[]).unwrap().advertise_address.is_none());
+    for bad in ["node1", ":8080", "node1:http", "node1:70000", "a b:1"] {
+        let e = load("", &[("SWITCHBOARD_ADVERTISE_ADDRESS", bad)]).unwrap_err();
+        assert!(e.to_string().contains("advertise_address"), "{bad}: {e}");
+    }
+}

@@ -565,6 +565,10 @@ async fn a_body_cut_mid_line_or_mid_part_publishes_what_ended_and_the_node_keeps
         "{metrics}"
     );
     assert!(
+        metrics.contains("switchboard_http_rejected_total{reason=\"cut\",route=\"multipart\"} 1"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("switchboard_messages_published_total{scope=\"cluster\",source=\"http\"}")
     );
 }

@@ -286,6 +286,18 @@ enum Ended {
     Cut,
 }
 
+/// The answer to a body that broke off (the connection failed, or the framing was broken): a
+/// client that went away reads none, one that sent a broken body learns what was done.
+fn broke_off(done: String) -> HttpResponse {
+    let mut response =
+        ApiError::bad_request(format!("the request body broke off; {done}")).error_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 fn refusal_response(status: StatusCode, refusal: Refusal) -> HttpResponse {
     ApiError::new(status, refusal.code, refusal.message).error_response()
 }
@@ -502,7 +514,8 @@ impl StreamSummary {
         (status = 200, description = "The body ended; what was published and refused",
             body = StreamSummary),
         (status = 400, description = "Not `Content-Type: application/x-ndjson` \
-            (`bad_request`), or the room name is not valid (`invalid_room`)", body = ErrorBody),
+            (`bad_request`), the room name is not valid (`invalid_room`), or the body broke \
+            off (`bad_request`; the lines that ended were published)", body = ErrorBody),
         (status = 408, description = "Nothing arrived for the idle timeout; what was \
             published and refused until then", body = StreamSummary),
     )
@@ -557,19 +570,19 @@ pub(crate) async fn stream(
     };
     let response = match ended {
         None => HttpResponse::Ok().json(&summary),
-        Some(ended) => {
+        Some(Ended::Idle) => {
+            api.hub.http_rejected(route, "idle_timeout");
+            summary.ended = Some("idle_timeout".to_owned());
+            HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
+                .insert_header((header::CONNECTION, "close"))
+                .json(&summary)
+        }
+        Some(Ended::Cut) => {
             // The partial line is dropped, and counted.
             if lines.pending() {
                 api.hub.http_rejected(route, "cut");
             }
-            if ended == Ended::Idle {
-                api.hub.http_rejected(route, "idle_timeout");
-                summary.ended = Some("idle_timeout".to_owned());
-            }
-            // A cut client reads no answer; an idle one gets what happened until then.
-            HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
-                .insert_header((header::CONNECTION, "close"))
-                .json(&summary)
+            broke_off(format!("{} lines published before it", summary.published))
         }
     };
     api.done(route, started);
@@ -741,8 +754,9 @@ pub struct PartResults {
         description = "One part per message, its field name the room"),
     responses(
         (status = 200, description = "One result per part, in order", body = PartResults),
-        (status = 400, description = "Not `multipart/form-data` with a boundary \
-            (`bad_request`)", body = ErrorBody),
+        (status = 400, description = "Not `multipart/form-data` with a boundary, or the \
+            body broke off (`bad_request`; the parts that ended were published)",
+            body = ErrorBody),
         (status = 408, description = "Nothing arrived for the idle timeout; the parts until \
             then", body = PartResults),
         (status = 413, description = "More parts than allowed; the parts until then",
@@ -805,16 +819,18 @@ pub(crate) async fn multipart(
     };
     let response = match ended {
         None => HttpResponse::Ok().json(PartResults { parts, ended: None }),
-        Some(ended) => {
-            if ended == Ended::Idle {
-                api.hub.http_rejected(route, "idle_timeout");
-            }
+        Some(Ended::Idle) => {
+            api.hub.http_rejected(route, "idle_timeout");
             HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
                 .insert_header((header::CONNECTION, "close"))
                 .json(PartResults {
                     parts,
                     ended: Some("idle_timeout".to_owned()),
                 })
+        }
+        Some(Ended::Cut) => {
+            api.hub.http_rejected(route, "cut");
+            broke_off(format!("{} parts ended before it", parts.len()))
         }
     };
     api.done(route, started);

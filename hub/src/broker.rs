@@ -65,6 +65,17 @@ pub(crate) trait Broker: Send + Sync + fmt::Debug {
     /// Carries a relay member's message to every node (a standalone node: to its members).
     fn publish_relay(&self, publish: RelayPublish<'_>) -> Delivery;
 
+    /// Carries a publish to a history room: the broker assigns its offset (cluster mode); the
+    /// delivery's answer carries it.
+    fn publish_history(
+        &self,
+        publish: ClusterPublish<'_>,
+        options: &crate::config::RoomOptions,
+    ) -> Delivery {
+        let _ = options;
+        self.publish(publish)
+    }
+
     /// A member just joined `room` here: what to wait for before the join counts as done (the
     /// node's subscription to the room being in place), or `None` when there is nothing to
     /// wait for.

@@ -292,6 +292,7 @@ mod tests {
             let json = format!("\"{}\"", "x".repeat(size));
             let data = RawValue::from_string(json).unwrap();
             let message = ServerFrame::Message {
+                at: None,
                 room: "r",
                 data: &data,
                 from: "s",

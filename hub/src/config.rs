@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1000;
 /// Default largest number of concurrent sessions on one node.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default `history_memory_bytes`: what a standalone node's room histories may hold in all.
+pub const DEFAULT_HISTORY_MEMORY_BYTES: usize = 256 << 20;
+/// Default `leave_debounce` of a `[[rooms]]` table.
+pub const DEFAULT_LEAVE_DEBOUNCE: Duration = Duration::from_secs(3);
 /// Default `http_idle_timeout`: a publishing body silent this long ends its request.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `http_max_parts` of one multipart publishing request.
@@ -102,6 +106,10 @@ pub struct Config {
     pub http_idle_timeout: Duration,
     /// The most parts of one multipart publishing request.
     pub http_max_parts: usize,
+    /// Options of rooms by name (`[[rooms]]`): history, presence, join/leave.
+    pub rooms: RoomRules,
+    /// What the room histories of a standalone node may hold in all, in bytes.
+    pub history_memory_bytes: usize,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `switchboard_hub=debug,info`, ...).
@@ -167,6 +175,7 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("http_max_item_bytes", ValueKind::Number),
     ("http_idle_timeout", ValueKind::Number),
     ("http_max_parts", ValueKind::Number),
+    ("history_memory_bytes", ValueKind::Number),
     ("log_format", ValueKind::String),
     ("log_level", ValueKind::String),
 ];
@@ -205,8 +214,129 @@ struct FileConfig {
     http_max_item_bytes: Option<i64>,
     http_idle_timeout: Option<f64>,
     http_max_parts: Option<i64>,
+    #[serde(default)]
+    rooms: Vec<RoomSpec>,
+    history_memory_bytes: Option<i64>,
     log_format: Option<String>,
     log_level: Option<String>,
+}
+
+/// One `[[rooms]]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomSpec {
+    pattern: String,
+    history_size: Option<i64>,
+    history_ttl: Option<f64>,
+    #[serde(default)]
+    presence: bool,
+    #[serde(default)]
+    join_leave: bool,
+    leave_debounce: Option<f64>,
+}
+
+/// What a `[[rooms]]` table gives the rooms it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomOptions {
+    /// Messages kept in the room's history; 0: no history (no offsets either).
+    pub history_size: usize,
+    /// How long a message stays in the history; `None`: until it is displaced.
+    pub history_ttl: Option<Duration>,
+    /// `presence` answers for the room.
+    pub presence: bool,
+    /// Members get `join` and `leave` frames.
+    pub join_leave: bool,
+    /// How long a leave waits for the user to come back before it is announced.
+    pub leave_debounce: Duration,
+}
+
+impl RoomOptions {
+    /// Whether the room keeps a history (and its messages carry offsets).
+    pub fn history(&self) -> bool {
+        self.history_size > 0
+    }
+
+    /// Whether the node follows who is in the room (presence or join/leave frames).
+    pub fn tracks_members(&self) -> bool {
+        self.presence || self.join_leave
+    }
+}
+
+/// The `[[rooms]]` tables, in order: the first whose pattern matches a room gives its options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomRules(Vec<(String, std::sync::Arc<RoomOptions>)>);
+
+impl RoomRules {
+    /// The options of `room`, or `None` when no table matches (a plain room).
+    pub fn of(&self, room: &str) -> Option<&std::sync::Arc<RoomOptions>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0
+            .iter()
+            .find(|(pattern, _)| match pattern.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => room == pattern,
+            })
+            .map(|(_, options)| options)
+    }
+
+    /// Whether any table asks for member tracking (presence or join/leave).
+    pub fn any_tracking(&self) -> bool {
+        self.0.iter().any(|(_, o)| o.tracks_members())
+    }
+
+    /// Rules for tests and embedders: `(pattern, options)` in order.
+    pub fn new(rules: Vec<(String, RoomOptions)>) -> Self {
+        RoomRules(
+            rules
+                .into_iter()
+                .map(|(p, o)| (p, std::sync::Arc::new(o)))
+                .collect(),
+        )
+    }
+}
+
+fn room_rules(specs: Vec<RoomSpec>) -> Result<RoomRules, ConfigError> {
+    let mut rules = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let body = spec.pattern.strip_suffix('*').unwrap_or(&spec.pattern);
+        if spec.pattern.is_empty() || body.contains('*') || spec.pattern.len() > 200 {
+            return Err(invalid(
+                "rooms",
+                format!(
+                    "pattern {:?} must be a room name, or a prefix followed by one `*`",
+                    spec.pattern
+                ),
+            ));
+        }
+        let history_size = int_in("rooms.history_size", spec.history_size, 0, 0, 1_000_000)?;
+        let history_ttl = secs_in(
+            "rooms.history_ttl",
+            spec.history_ttl,
+            Duration::ZERO,
+            0.0,
+            365.0 * 86_400.0,
+        )?;
+        let leave_debounce = secs_in(
+            "rooms.leave_debounce",
+            spec.leave_debounce,
+            DEFAULT_LEAVE_DEBOUNCE,
+            0.0,
+            3600.0,
+        )?;
+        rules.push((
+            spec.pattern,
+            RoomOptions {
+                history_size,
+                history_ttl: (!history_ttl.is_zero()).then_some(history_ttl),
+                presence: spec.presence,
+                join_leave: spec.join_leave,
+                leave_debounce,
+            },
+        ));
+    }
+    Ok(RoomRules::new(rules))
 }
 
 /// Overrides given on the command line; `None` leaves the key to the file and environment.
@@ -535,6 +665,14 @@ impl FileConfig {
             1,
             1_000_000,
         )?;
+        let rooms = room_rules(self.rooms)?;
+        let history_memory_bytes = int_in(
+            "history_memory_bytes",
+            self.history_memory_bytes,
+            DEFAULT_HISTORY_MEMORY_BYTES,
+            1 << 20,
+            1 << 40,
+        )?;
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -575,6 +713,8 @@ impl FileConfig {
             http_max_item_bytes,
             http_idle_timeout,
             http_max_parts,
+            rooms,
+            history_memory_bytes,
             log_format,
             log_level,
         })

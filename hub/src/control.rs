@@ -248,6 +248,7 @@ impl Hub for Control {
             Ok(delivery) => delivery
                 .finish()
                 .await
+                .map(|_| ())
                 .map_err(|e| HubError::Unavailable(e.to_string())),
             Err(PublishError::TooLarge { size, limit }) => Err(HubError::TooLarge { limit, size }),
         }
@@ -273,6 +274,15 @@ impl Hub for Control {
 
     fn metrics(&self) -> String {
         let ready = matches!(self.readiness(), Readiness::Ready);
+        let (bytes, messages) = self.node.history.held();
+        metrics()
+            .history
+            .bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        metrics()
+            .history
+            .messages
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
         metrics().render(self.node.rooms(), ready)
     }
 

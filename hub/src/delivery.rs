@@ -17,6 +17,7 @@ use actix::{prelude::SendError, Addr};
 use crate::{
     broadcaster::Broadcaster,
     codec::Frame,
+    history::Placed,
     messages::Fanout,
     metrics::FanoutTimer,
     room::{Queued, Room},
@@ -45,8 +46,11 @@ pub(crate) enum Local {
 }
 
 /// The broker's answer to a cluster publish: `Ok` once it accepted it (it then reaches every
-/// node), or why it could not.
-pub(crate) type Acceptance = Pin<Box<dyn Future<Output = Result<(), Unavailable>> + Send>>;
+/// node), with the message's place in a history room's history, or why it could not.
+pub(crate) type Acceptance = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// What a publish's delivery ends with.
+pub(crate) type Answered = Result<Option<Placed>, Unavailable>;
 
 /// A cluster publish the broker could not accept: it reached nobody.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +67,8 @@ pub(crate) struct Delivery {
     /// The broker queued the publish in order already: the publisher may go on with its next
     /// ones while it waits for this one's answer.
     pipelined: bool,
+    /// A history room's message: its place, for the ack.
+    placed: Option<Placed>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -83,7 +89,21 @@ impl Delivery {
             waiting: Vec::new(),
             accepted: Some(accepted),
             pipelined,
+            placed: None,
         }
+    }
+
+    /// A message appended to its room's log at `placed`: delivered from there.
+    pub(crate) fn placed(placed: Placed) -> Self {
+        Delivery {
+            placed: Some(placed),
+            ..Delivery::default()
+        }
+    }
+
+    /// The place of a history room's message that is done already.
+    pub(crate) fn take_placed(&mut self) -> Option<Placed> {
+        self.placed.take()
     }
 
     /// The broker's answer, when that is all there is to wait for, and whether the publish is
@@ -96,6 +116,7 @@ impl Delivery {
                 waiting: self.waiting,
                 accepted,
                 pipelined: self.pipelined,
+                placed: self.placed,
             }),
         }
     }
@@ -191,14 +212,14 @@ impl Delivery {
 
     /// Waits until every room whose queue was full has taken the frame, and the broker, if
     /// any, has answered.
-    pub(crate) async fn finish(self) -> Result<(), Unavailable> {
+    pub(crate) async fn finish(self) -> Answered {
         for (addr, fanout) in self.waiting {
             // A room that stops meanwhile had nobody left to deliver to.
             let _ = addr.send(fanout).await;
         }
         match self.accepted {
             Some(accepted) => accepted.await,
-            None => Ok(()),
+            None => Ok(self.placed),
         }
     }
 }

@@ -194,6 +194,65 @@ pub struct Metrics {
     http_rejected: IntCounterVec,
     /// Cluster mode (all zero on a standalone node).
     pub(crate) cluster: ClusterMetrics,
+    /// History rooms.
+    pub(crate) history: HistoryMetrics,
+}
+
+/// History rooms' metrics.
+#[derive(Debug)]
+pub(crate) struct HistoryMetrics {
+    /// Rooms whose history was dropped to keep the node under `history_memory_bytes`.
+    pub(crate) evicted: IntCounter,
+    /// Bytes and messages of history held (standalone), read at scrape time.
+    pub(crate) bytes: IntGauge,
+    pub(crate) messages: IntGauge,
+    /// Subscribes with `recover`, by whether every missed message could be replayed.
+    pub(crate) recovered: IntCounter,
+    pub(crate) not_recovered: IntCounter,
+    /// Messages fetched from a Redis stream to fill a hole in a room's offsets.
+    pub(crate) refetched: IntCounter,
+}
+
+impl HistoryMetrics {
+    fn new(registry: &Registry) -> HistoryMetrics {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("{e}"));
+            register(registry, Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("{e}"));
+            register(registry, Box::new(g.clone()));
+            g
+        };
+        let recoveries = counter_family(
+            registry,
+            "switchboard_recoveries_total",
+            "Subscribes with recover, by result: recovered (every missed message replayed) or \
+             lost (recovered:false).",
+            "result",
+        );
+        HistoryMetrics {
+            evicted: counter(
+                "switchboard_history_evicted_total",
+                "Rooms whose history was dropped to keep the node under history_memory_bytes.",
+            ),
+            bytes: gauge(
+                "switchboard_history_bytes",
+                "Bytes of room history held in memory (standalone), entries' overhead included.",
+            ),
+            messages: gauge(
+                "switchboard_history_messages",
+                "Messages of room history held in memory (standalone).",
+            ),
+            recovered: recoveries.with_label_values(&["recovered"]),
+            not_recovered: recoveries.with_label_values(&["lost"]),
+            refetched: counter(
+                "switchboard_history_refetched_total",
+                "Messages fetched from a room's Redis stream to fill a hole in its offsets.",
+            ),
+        }
+    }
 }
 
 /// The cluster bridge's metrics.
@@ -443,6 +502,7 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("{e}"));
         register(&registry, Box::new(http_rejected.clone()));
         let cluster = ClusterMetrics::new(&registry);
+        let history = HistoryMetrics::new(&registry);
         #[cfg(target_os = "linux")]
         register(
             &registry,
@@ -468,6 +528,7 @@ impl Metrics {
             http_seconds,
             http_rejected,
             cluster,
+            history,
         }
     }
 

@@ -18,9 +18,11 @@ use crate::{
     broker::{Broker, LocalBroker},
     cluster::{LocalNode, NodeRecord, RedisBroker, Shared},
     codec::text_frame,
-    config::Config,
+    config::{Config, RoomOptions},
     events::{MembershipObserver, Observers},
+    history::History,
     messages::Command,
+    presence::{Presence, CHANGES_CAPACITY},
     SessionId,
 };
 
@@ -38,6 +40,10 @@ pub struct Node {
     listening: std::sync::OnceLock<std::net::SocketAddr>,
     /// Who hears of membership transitions (see `events.rs`).
     pub(crate) observers: Observers,
+    /// History rooms' logs (see `history.rs`).
+    pub(crate) history: Arc<History>,
+    /// Who is in the rooms that track members (see `presence.rs`).
+    pub(crate) presence: Arc<Presence>,
     /// The live handshake policy: read by every handshake, replaced whole by the admin API.
     pub policy: Arc<PolicyStore>,
     /// Every live session, for shutdown and the admin API.
@@ -73,16 +79,42 @@ impl Node {
             observers.push(shared.clone());
             shared
         });
+        let presence = Presence::new(&config.node_id, config.rooms.clone());
+        if config.rooms.any_tracking() {
+            observers.push(presence.clone());
+        }
         let observers = Observers::new(observers);
         let broadcaster = Arc::new(Broadcaster::new(observers.clone()));
+        presence.set_broadcaster(broadcaster.clone());
         let broker: Box<dyn Broker> = match &cluster {
             Some(shared) => Box::new(RedisBroker::start(shared.clone(), broadcaster.clone())),
             None => Box::new(LocalBroker::new(broadcaster.clone())),
         };
-        let nanos = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+            .unwrap_or_default();
+        let nanos = now.subsec_nanos() ^ (now.as_secs() as u32);
         let instance = nanos ^ std::process::id().rotate_left(16);
+        // Epochs name this run: its start time and its instance, then a log's generation.
+        let history = Arc::new(History::new(
+            cluster.is_none(),
+            config.history_memory_bytes,
+            config.room_queue_capacity,
+            format!("{:x}{instance:08x}", now.as_secs()),
+        ));
+        if let Some(shared) = &cluster {
+            shared.set_history(history.clone());
+            if config.rooms.any_tracking() {
+                let (changes, receiver) = tokio::sync::mpsc::channel(CHANGES_CAPACITY);
+                presence.set_bridge(changes, shared.clone());
+                shared.set_presence(
+                    presence.clone(),
+                    config.rooms.clone(),
+                    receiver,
+                    format!("{instance:08x}-"),
+                );
+            }
+        }
         let policy = Arc::new(PolicyStore::new(config.policy.clone()));
         let node = Arc::new(Node {
             config,
@@ -92,6 +124,8 @@ impl Node {
             cluster: cluster.clone(),
             listening: std::sync::OnceLock::new(),
             observers,
+            history,
+            presence,
             sessions: DashMap::new(),
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -104,6 +138,22 @@ impl Node {
             shared.set_local(local);
         }
         node
+    }
+
+    /// The options of `room` if it is a history room (relay rooms never are).
+    pub(crate) fn history_options(&self, room: &str) -> Option<&Arc<RoomOptions>> {
+        if room.starts_with('\0') {
+            return None;
+        }
+        self.config.rooms.of(room).filter(|o| o.history())
+    }
+
+    /// The options of `room` if the node follows its members (presence, join/leave).
+    pub(crate) fn tracking_options(&self, room: &str) -> Option<&Arc<RoomOptions>> {
+        if room.starts_with('\0') {
+            return None;
+        }
+        self.config.rooms.of(room).filter(|o| o.tracks_members())
     }
 
     /// The node's configuration.

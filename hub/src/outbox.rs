@@ -161,6 +161,17 @@ impl Outbox {
         self.wake();
     }
 
+    /// Evicts the session as a slow consumer: its writer closes it with 4000.
+    pub(crate) fn evict(&mut self) {
+        let _ = self.overflow();
+    }
+
+    /// Whether a replay may queue more now: the outbox is less than half full either way, so
+    /// that live traffic still finds room while the writer catches up.
+    pub(crate) fn has_room_for_replay(&self) -> bool {
+        self.frames.len() < self.max_frames / 2 && self.bytes < self.max_bytes / 2
+    }
+
     /// True once a frame found the outbox full.
     pub(crate) fn is_evicted(&self) -> bool {
         self.evicted

@@ -11,12 +11,16 @@
 //! The [`Delivery`] that comes back is what the caller waits on when a room queue was full
 //! (see `delivery.rs` for the wait policy).
 
-use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
+use std::sync::Arc;
+
+use switchboard_protocol::{Envelope, Position, RawValue, Scope, ServerFrame};
 
 use crate::{
     broker::{ClusterPublish, RelayPublish},
     codec::{frame, text_frame_of, Frame},
-    delivery::{Delivery, Here},
+    config::RoomOptions,
+    delivery::{Delivery, Here, Unavailable},
+    history::{self, RoomLog},
     metrics::{metrics, Source},
     node::Node,
     worker::WorkerRooms,
@@ -89,6 +93,17 @@ pub(crate) fn publish(
         Payload::Relay { opcode, payload } => Some((opcode, payload)),
         Payload::Message { .. } => None,
     };
+    // A history room has one order of messages: every publish reaches the whole room.
+    if let (Some(options), Some((data, from, user))) = (node.history_options(room), message) {
+        metrics().published(node.broker.reach(), source);
+        let message = Message {
+            room,
+            data,
+            from,
+            user,
+        };
+        return Ok(to_history(node, worker, options, message, scope));
+    }
     // Where the publish goes. A caller without a worker has no worker scope of its own.
     let route = match (scope, worker, message, relay) {
         (Scope::Worker, Some(worker), _, _) => Route::Worker(worker),
@@ -134,6 +149,8 @@ pub(crate) fn publish(
                     scope,
                     node: node.config.node_id.as_str().into(),
                     offset: None,
+                    epoch: None,
+                    kind: Default::default(),
                 },
                 frame,
                 except,
@@ -141,6 +158,128 @@ pub(crate) fn publish(
             }))
         }
     }
+}
+
+/// A `message` publish's fields.
+#[derive(Debug, Clone, Copy)]
+struct Message<'a> {
+    room: &'a str,
+    data: &'a RawValue,
+    from: &'a str,
+    user: Option<&'a str>,
+}
+
+/// A publish to a history room. Standalone: appended to the room's log, which gives it its
+/// offset, and delivered from there (at once on the publisher's own worker). Cluster mode: to
+/// the broker, whose Redis script gives the offset and publishes it.
+fn to_history(
+    node: &Node,
+    worker: Option<&WorkerRooms>,
+    options: &Arc<RoomOptions>,
+    message: Message<'_>,
+    scope: Scope,
+) -> Delivery {
+    let Message {
+        room,
+        data,
+        from,
+        user,
+    } = message;
+    if node.cluster.is_some() {
+        return node.broker.publish_history(
+            ClusterPublish {
+                envelope: Envelope {
+                    room: room.into(),
+                    data,
+                    from: from.into(),
+                    user: user.map(Into::into),
+                    scope,
+                    node: node.config.node_id.as_str().into(),
+                    offset: None,
+                    epoch: None,
+                    kind: Default::default(),
+                },
+                frame: bytes::Bytes::new(),
+                except: None,
+                here: None,
+            },
+            options,
+        );
+    }
+    let log = node.history.log(room, options);
+    let here = worker.map(|w| w.index());
+    match log.append_next(here, |at| logged_frame(room, data, from, user, at)) {
+        Ok((placed, wake)) => {
+            history::wake(wake);
+            if let Some(worker) = worker {
+                worker.drain_log(room);
+            }
+            if node.history.over_budget() {
+                node.history.sweep();
+            }
+            Delivery::placed(placed)
+        }
+        // Workers have this room's queue of undelivered messages full: the publisher waits
+        // for room, as at a full room queue, then appends (every worker is woken then).
+        Err(history::Full) => {
+            let owned = Owned {
+                room: room.to_owned(),
+                data: data.get().to_owned(),
+                from: from.to_owned(),
+                user: user.map(str::to_owned),
+            };
+            Delivery::by_broker(Box::pin(append_later(log, owned)), false)
+        }
+    }
+}
+
+struct Owned {
+    room: String,
+    data: String,
+    from: String,
+    user: Option<String>,
+}
+
+async fn append_later(log: Arc<RoomLog>, message: Owned) -> crate::delivery::Answered {
+    let data = RawValue::from_string(message.data)
+        .map_err(|e| Unavailable(format!("the message could not be kept: {e}")))?;
+    loop {
+        log.room().await;
+        let appended = log.append_next(None, |at| {
+            logged_frame(
+                &message.room,
+                &data,
+                &message.from,
+                message.user.as_deref(),
+                at,
+            )
+        });
+        if let Ok((placed, wake)) = appended {
+            history::wake(wake);
+            return Ok(Some(placed));
+        }
+    }
+}
+
+/// A history room's `message` frame at `at`, and where its JSON text starts.
+pub(crate) fn logged_frame(
+    room: &str,
+    data: &RawValue,
+    from: &str,
+    user: Option<&str>,
+    at: Position<'_>,
+) -> (Frame, usize) {
+    let message = ServerFrame::Message {
+        room,
+        data,
+        from,
+        user,
+        at: Some(at),
+    };
+    let len = message.exact_len().unwrap_or(0);
+    let frame = text_frame_of(&message);
+    let json_at = frame.len() - len;
+    (frame, json_at)
 }
 
 enum Route<'w, 'a> {
@@ -154,6 +293,7 @@ enum Route<'w, 'a> {
 /// allocation, which every recipient on this node shares.
 pub(crate) fn message_frame(room: &str, data: &RawValue, from: &str, user: Option<&str>) -> Frame {
     text_frame_of(&ServerFrame::Message {
+        at: None,
         room,
         data,
         from,

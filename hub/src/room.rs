@@ -19,6 +19,7 @@ use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
     codec::Frame,
+    history::{Entry, RoomLog},
     messages::Fanout,
     metrics::{metrics, Drop as Dropped},
     outbox::{Refused, SharedOutbox},
@@ -92,6 +93,8 @@ pub(crate) struct Room {
     members: Members,
     /// Publishes fanned out since the room last yielded its thread.
     burst: usize,
+    /// A history room's worker side: what the room delivers on `Drain`.
+    log: Option<Rc<WorkerLog>>,
 }
 
 /// Publishes a room fans out before it yields its worker thread.
@@ -112,11 +115,183 @@ const OWN_WORKER_WEIGHT: usize = 4;
 
 impl Room {
     /// Starts a room actor on the current worker, with a mailbox of `capacity` publishes.
+    #[cfg(any(test, feature = "bench-support"))]
     pub(crate) fn start_here(members: Members, capacity: usize) -> Addr<Room> {
+        Room::start_with(members, capacity, None)
+    }
+
+    /// [`Room::start_here`] for a history room, which delivers from its log.
+    pub(crate) fn start_with(
+        members: Members,
+        capacity: usize,
+        log: Option<Rc<WorkerLog>>,
+    ) -> Addr<Room> {
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            Room { members, burst: 0 }
+            Room {
+                members,
+                burst: 0,
+                log,
+            }
         })
+    }
+}
+
+/// To a history [`Room`]: its log has messages this worker has not delivered yet. At most one
+/// is on its way to each room (see `history.rs`).
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain;
+
+impl Handler<Drain> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        let Some(log) = &self.log else { return };
+        if log.drain().more {
+            // More than one batch: the rest on the room's next turn, after the worker's other
+            // tasks (its members' writers) have had theirs.
+            ctx.wait(wrap_future(tokio::task::yield_now()));
+            ctx.notify(Drain);
+        }
+    }
+}
+
+/// A history room's members on one worker, as its log's entries reach them.
+///
+/// Most members take every entry. A member that just subscribed skips the entries up to the
+/// position its ack named (`floor`: they reach this worker after the ack was decided), and a
+/// member that is being replayed what it missed is *held*: entries wait in its own list until
+/// the replay is done, so that the missed messages come first, then the live ones, without a
+/// gap or a duplicate.
+#[derive(Debug)]
+pub(crate) struct WorkerLog {
+    pub(crate) log: Arc<RoomLog>,
+    worker: usize,
+    members: Members,
+    special: RefCell<HashMap<SessionId, Special>>,
+    /// The epoch of the entries delivered last: a new one voids the members' floors.
+    epoch: RefCell<Arc<str>>,
+    /// Entries a held member may have waiting; more and it is evicted (it is that slow).
+    hold_max: usize,
+}
+
+/// What [`WorkerLog::drain`] left.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Drained {
+    /// More entries wait for this worker.
+    pub(crate) more: bool,
+    /// ... and no `Drain` is on its way to the room actor: the caller sends one.
+    pub(crate) wake: bool,
+}
+
+#[derive(Debug, Default)]
+struct Special {
+    /// Entries up to this offset are not for this member.
+    floor: Option<u64>,
+    /// Entries waiting for the member's replay to end, with their offsets.
+    held: Option<Vec<(u64, Rc<Frame>)>>,
+}
+
+impl WorkerLog {
+    pub(crate) fn new(log: Arc<RoomLog>, worker: usize, members: Members, hold_max: usize) -> Self {
+        WorkerLog {
+            log,
+            worker,
+            members,
+            special: RefCell::default(),
+            epoch: RefCell::new(Arc::from("")),
+            hold_max,
+        }
+    }
+
+    /// Delivers what this worker has not delivered yet, up to one batch.
+    pub(crate) fn drain(&self) -> Drained {
+        let (pulled, _) = self.log.pull(self.worker);
+        let drained = Drained {
+            more: pulled.more,
+            wake: pulled.wake,
+        };
+        for entry in pulled.entries {
+            self.deliver(entry);
+        }
+        drained
+    }
+
+    fn deliver(&self, entry: Entry) {
+        let frame = Rc::new(entry.frame);
+        let mut special = self.special.borrow_mut();
+        {
+            let mut epoch = self.epoch.borrow_mut();
+            if **epoch != *entry.epoch {
+                *epoch = entry.epoch.clone();
+                for s in special.values_mut() {
+                    s.floor = None;
+                }
+            }
+        }
+        let members = self.members.borrow();
+        if special.is_empty() {
+            fan_out(&members, &frame, None).record();
+            return;
+        }
+        let mut tally = Tally::default();
+        for (id, outbox) in members.iter() {
+            if let Some(s) = special.get_mut(id) {
+                if s.floor.is_some_and(|floor| entry.offset <= floor) {
+                    continue;
+                }
+                if let Some(held) = &mut s.held {
+                    if held.len() >= self.hold_max {
+                        outbox.borrow_mut().evict();
+                        tally.overflowed += 1;
+                    } else {
+                        held.push((entry.offset, frame.clone()));
+                    }
+                    continue;
+                }
+            }
+            let mut outbox = outbox.borrow_mut();
+            match outbox.deliver(&frame) {
+                Ok(()) => tally.delivered += 1,
+                Err(Refused::Overflow) => tally.overflowed += 1,
+                Err(Refused::Evicted) => tally.refused += 1,
+            }
+        }
+        // A floor this entry passed has done its work.
+        special.retain(|_, s| s.held.is_some() || s.floor.is_some_and(|f| f > entry.offset));
+        tally.record();
+    }
+
+    /// The member's entries wait (in its own list) until [`WorkerLog::settle`].
+    pub(crate) fn hold(&self, id: SessionId) {
+        self.special.borrow_mut().entry(id).or_default().held = Some(Vec::new());
+    }
+
+    /// The member takes entries after `floor` (all, with `None`) from now on; what was held
+    /// for it past the floor is returned, in order, for the session to queue.
+    pub(crate) fn settle(&self, id: SessionId, floor: Option<u64>) -> Vec<Rc<Frame>> {
+        let mut special = self.special.borrow_mut();
+        let Some(s) = special.get_mut(&id) else {
+            if floor.is_some() {
+                special.insert(id, Special { floor, held: None });
+            }
+            return Vec::new();
+        };
+        let held = s.held.take().unwrap_or_default();
+        s.floor = floor;
+        if floor.is_none() {
+            special.remove(&id);
+        }
+        held.into_iter()
+            .filter(|(offset, _)| floor.is_none_or(|f| *offset > f))
+            .map(|(_, frame)| frame)
+            .collect()
+    }
+
+    /// The member left.
+    pub(crate) fn forget(&self, id: SessionId) {
+        self.special.borrow_mut().remove(&id);
     }
 }
 

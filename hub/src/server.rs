@@ -64,6 +64,20 @@ pub async fn serve_node(
         "listening"
     );
     let mut server = actix_rt::spawn(server);
+    // History: expiry, the memory budget, and forgetting logs left with nothing.
+    let history = Arc::downgrade(&node.history);
+    let sweeper = actix_rt::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(history) = history.upgrade() else {
+                return;
+            };
+            history.sweep();
+        }
+    });
+    let _stop_sweeper = AbortOnDrop(sweeper);
     tokio::select! {
         result = &mut server => {
             return result.map_err(io::Error::other)?;
@@ -223,4 +237,13 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({
         "error": { "code": code, "message": message }
     }))
+}
+
+/// Aborts a background task when the node's serve ends.
+struct AbortOnDrop(actix_rt::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -28,7 +28,7 @@ use crate::{
     metrics::metrics,
     node::{Node, SessionInfo},
     outbox::SharedOutbox,
-    room::{fan_out, Members, Mode, Room},
+    room::{fan_out, Members, Mode, Room, WorkerLog},
     RoomName, SessionId,
 };
 
@@ -56,6 +56,8 @@ struct LocalRoom {
     mode: Arc<Mode>,
     /// `members.len()`, readable from other threads (the admin API).
     count: MemberCount,
+    /// A history room's log, as this worker delivers it.
+    log: Option<Rc<WorkerLog>>,
 }
 
 #[derive(Debug)]
@@ -157,6 +159,12 @@ impl WorkerRooms {
     /// Adds the session to `room`, unless it is in `limit` rooms already. From the moment this
     /// returns `Joined`, every publish that reaches the room's queue reaches the member.
     pub(crate) fn join(&self, id: SessionId, room: &str, limit: usize) -> Join {
+        self.join_held(id, room, limit, false)
+    }
+
+    /// [`WorkerRooms::join`]; with `hold`, in a history room, the member's deliveries wait
+    /// until [`WorkerRooms::settle`] (its replay comes first).
+    pub(crate) fn join_held(&self, id: SessionId, room: &str, limit: usize, hold: bool) -> Join {
         let mut sessions = self.sessions.borrow_mut();
         let Some(session) = sessions.get_mut(&id) else {
             return Join::Closed;
@@ -175,7 +183,23 @@ impl WorkerRooms {
                 let members = Members::default();
                 let count = MemberCount::default();
                 let mode = Arc::new(Mode::default());
-                let addr = Room::start_here(members.clone(), self.node.config.room_queue_capacity);
+                let log = self.node.history_options(&room).map(|options| {
+                    let log = self.node.history.log(&room, options);
+                    Rc::new(WorkerLog::new(
+                        log,
+                        self.index,
+                        members.clone(),
+                        self.node.config.outbox_capacity,
+                    ))
+                });
+                let addr = Room::start_with(
+                    members.clone(),
+                    self.node.config.room_queue_capacity,
+                    log.clone(),
+                );
+                if let Some(log) = &log {
+                    log.log.register(self.index, addr.clone());
+                }
                 self.node.broadcaster.register(
                     room.clone(),
                     self.index,
@@ -187,9 +211,17 @@ impl WorkerRooms {
                     members,
                     mode,
                     count,
+                    log,
                 })
             }
         };
+        if let Some(log) = &local.log {
+            // What this worker has yet to deliver goes to the members it was meant for.
+            while log.drain().more {}
+            if hold {
+                log.hold(id);
+            }
+        }
         local
             .members
             .borrow_mut()
@@ -207,6 +239,29 @@ impl WorkerRooms {
         }
         session.rooms.insert(room);
         Join::Joined
+    }
+
+    /// The member of a history room takes entries after `floor` from now on; what was held
+    /// for it meanwhile (past the floor) is returned, in order. Empty when it is no member.
+    pub(crate) fn settle(&self, id: SessionId, room: &str, floor: Option<u64>) -> Vec<Rc<Frame>> {
+        let rooms = self.rooms.borrow();
+        match rooms.get(room).and_then(|r| r.log.as_ref()) {
+            Some(log) if r_has(&rooms, room, id) => log.settle(id, floor),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Delivers what the log of history room `room` holds for this worker (a publisher on
+    /// this worker just appended to it), and wakes the room actor when more is left.
+    pub(crate) fn drain_log(&self, room: &str) {
+        let log = self.rooms.borrow().get(room).and_then(|r| r.log.clone());
+        if let Some(log) = log {
+            if log.drain().wake {
+                if let Some(local) = self.rooms.borrow().get(room) {
+                    crate::history::wake(vec![(*local.addr).clone()]);
+                }
+            }
+        }
     }
 
     /// Whether the session is a member of `room`.
@@ -246,6 +301,9 @@ impl WorkerRooms {
             (removed, members.is_empty())
         };
         if removed {
+            if let Some(log) = &local.log {
+                log.forget(id);
+            }
             local.count.fetch_sub(1, Ordering::Relaxed);
             metrics().subscriptions.dec();
             if self.node.observers.any() {
@@ -258,10 +316,20 @@ impl WorkerRooms {
             }
         }
         if now_empty {
-            rooms.remove(room);
+            if let Some(local) = rooms.remove(room) {
+                if let Some(log) = &local.log {
+                    log.log.unregister(self.index);
+                }
+            }
             self.node.broadcaster.unregister(room, self.index);
         }
     }
+}
+
+fn r_has(rooms: &HashMap<RoomName, LocalRoom>, room: &str, id: SessionId) -> bool {
+    rooms
+        .get(room)
+        .is_some_and(|r| r.members.borrow().contains_key(&id))
 }
 
 impl Here for WorkerRooms {

@@ -9,8 +9,22 @@ use crate::{validate_room, DecodeError, ErrorCode, Scope};
 /// copies nothing: `data` stays the exact JSON text the client sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame<'a> {
-    /// `{"op":"subscribe","room":R,"id":N}`
-    Subscribe { room: Cow<'a, str>, id: Option<u64> },
+    /// `{"op":"subscribe","room":R,"id":N}`, with `"recover":{"epoch":E,"offset":K}` to get
+    /// the messages after `K` that the session missed.
+    Subscribe {
+        room: Cow<'a, str>,
+        id: Option<u64>,
+        recover: Option<Recover<'a>>,
+    },
+    /// `{"op":"history","room":R,"limit":N,"id":N}`: the room's last messages.
+    History {
+        room: Cow<'a, str>,
+        /// How many messages at most; `None`: as many as the hub gives (its cap).
+        limit: Option<u64>,
+        id: Option<u64>,
+    },
+    /// `{"op":"presence","room":R,"id":N}`: who is in the room.
+    Presence { room: Cow<'a, str>, id: Option<u64> },
     /// `{"op":"unsubscribe","room":R,"id":N}`
     Unsubscribe { room: Cow<'a, str>, id: Option<u64> },
     /// `{"op":"publish","room":R,"data":D,"scope":S,"id":N}`
@@ -22,6 +36,16 @@ pub enum ClientFrame<'a> {
         token: Cow<'a, str>,
         id: Option<u64>,
     },
+}
+
+/// Where a recovering subscriber left off: the last message it got, by its room's `epoch` and
+/// its `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recover<'a> {
+    /// The epoch of the room's history the offset belongs to.
+    pub epoch: Cow<'a, str>,
+    /// The offset of the last message received.
+    pub offset: u64,
 }
 
 /// The fields of a `publish` frame.
@@ -51,6 +75,8 @@ impl ClientFrame<'_> {
     pub fn id(&self) -> Option<u64> {
         match self {
             ClientFrame::Subscribe { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Presence { id, .. }
             | ClientFrame::Unsubscribe { id, .. }
             | ClientFrame::Ping { id }
             | ClientFrame::Refresh { id, .. } => *id,
@@ -91,6 +117,29 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
     };
     match &*op {
         "subscribe" => Ok(ClientFrame::Subscribe {
+            room: room_field(fields.room, id)?,
+            id,
+            recover: match fields.recover {
+                None => None,
+                Some(raw) if raw.get() == "null" => None,
+                Some(raw) => Some(recover_field(raw, id)?),
+            },
+        }),
+        "history" => Ok(ClientFrame::History {
+            room: room_field(fields.room, id)?,
+            limit: match fields.limit {
+                None => None,
+                Some(raw) => serde_json::from_str::<Option<u64>>(raw.get()).map_err(|_| {
+                    DecodeError::new(
+                        id,
+                        ErrorCode::BadRequest,
+                        "field `limit` must be an unsigned integer",
+                    )
+                })?,
+            },
+            id,
+        }),
+        "presence" => Ok(ClientFrame::Presence {
             room: room_field(fields.room, id)?,
             id,
         }),
@@ -138,6 +187,52 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             ErrorCode::UnknownOp,
             format!("unknown op {:?}", truncate(&op, 64)),
         )),
+    }
+}
+
+/// `{"epoch":E,"offset":K}`: both required, unknown fields ignored.
+fn recover_field<'a>(raw: &'a RawValue, id: Option<u64>) -> Result<Recover<'a>, DecodeError> {
+    let bad = || {
+        DecodeError::new(
+            id,
+            ErrorCode::BadRequest,
+            "field `recover` must be {\"epoch\": string, \"offset\": unsigned integer}",
+        )
+    };
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let (epoch, offset) = de.deserialize_any(RecoverVisitor).map_err(|_| bad())?;
+    match (epoch, offset) {
+        (Some(epoch), Some(offset)) if epoch.len() <= 64 => Ok(Recover { epoch, offset }),
+        _ => Err(bad()),
+    }
+}
+
+struct RecoverVisitor;
+
+impl<'de> Visitor<'de> for RecoverVisitor {
+    type Value = (Option<Cow<'de, str>>, Option<u64>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with epoch and offset")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut epoch, mut offset) = (None, None);
+        while let Some(CowStr(key)) = map.next_key_seed(CowStrSeed)? {
+            match &*key {
+                "epoch" if epoch.is_none() => {
+                    epoch = Some(map.next_value_seed(CowStrSeed)?.0);
+                }
+                "offset" if offset.is_none() => offset = Some(map.next_value::<u64>()?),
+                "epoch" | "offset" => {
+                    return Err(de::Error::custom(format_args!("duplicate field `{key}`")))
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((epoch, offset))
     }
 }
 
@@ -199,6 +294,8 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     scope: Option<&'a RawValue>,
     token: Option<&'a RawValue>,
+    recover: Option<&'a RawValue>,
+    limit: Option<&'a RawValue>,
     id: Option<&'a RawValue>,
 }
 
@@ -237,6 +334,8 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 "data" => &mut fields.data,
                 "scope" => &mut fields.scope,
                 "token" => &mut fields.token,
+                "recover" => &mut fields.recover,
+                "limit" => &mut fields.limit,
                 "id" => &mut fields.id,
                 _ => {
                     map.next_value::<IgnoredAny>()?;

@@ -32,8 +32,34 @@ pub struct Envelope<'a> {
     pub scope: Scope,
     /// The id of the node where the publish was accepted.
     pub node: Cow<'a, str>,
-    /// The publish's offset in its room, for history; not assigned yet.
+    /// The message's offset in its room's history (history rooms only).
     pub offset: Option<u64>,
+    /// The epoch of the room's history that `offset` belongs to (history rooms only).
+    pub epoch: Option<Cow<'a, str>>,
+    /// What the envelope carries: a message, or a member's join or leave.
+    pub kind: Kind,
+}
+
+/// What an [`Envelope`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// A published message (`kind` absent on the wire).
+    #[default]
+    Message,
+    /// `from` (a session) came into the room, for its `join` frame; `data` is `null`.
+    Join,
+    /// `from` left the room, for its `leave` frame; `data` is `null`.
+    Leave,
+}
+
+impl Kind {
+    fn as_str(self) -> Option<&'static str> {
+        match self {
+            Kind::Message => None,
+            Kind::Join => Some("join"),
+            Kind::Leave => Some("leave"),
+        }
+    }
 }
 
 impl PartialEq for Envelope<'_> {
@@ -45,6 +71,8 @@ impl PartialEq for Envelope<'_> {
             && self.scope == other.scope
             && self.node == other.node
             && self.offset == other.offset
+            && self.epoch == other.epoch
+            && self.kind == other.kind
     }
 }
 
@@ -80,26 +108,52 @@ impl<'a> Envelope<'a> {
     /// The envelope as JSON text, in one allocation of the exact size.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(self.encoded_len());
-        let _ = write!(out, r#"{{"v":{ENVELOPE_VERSION},"room":"#);
-        push_json_str(&mut out, &self.room);
-        out.push_str(r#","node":"#);
-        push_json_str(&mut out, &self.node);
-        out.push_str(r#","from":"#);
-        push_json_str(&mut out, &self.from);
-        if let Some(user) = &self.user {
-            out.push_str(r#","user":"#);
-            push_json_str(&mut out, user);
-        }
-        out.push_str(r#","scope":""#);
-        out.push_str(self.scope.as_str());
-        out.push('"');
+        self.encode_head(&mut out);
         if let Some(offset) = self.offset {
             let _ = write!(out, r#","offset":{offset}"#);
+        }
+        if let Some(epoch) = &self.epoch {
+            out.push_str(r#","epoch":"#);
+            push_json_str(&mut out, epoch);
         }
         out.push_str(r#","data":"#);
         out.push_str(self.data.get());
         out.push('}');
         out
+    }
+
+    /// The envelope cut where its position goes, for a broker that assigns the position itself
+    /// (a Redis script): `head + OFFSET + "," + "\"epoch\":\"" + EPOCH + "\"" + tail` is the envelope
+    /// with `offset` and `epoch` set (an epoch that needs no JSON escaping). `offset` and
+    /// `epoch` of `self` are ignored.
+    pub fn encode_around_position(&self) -> (String, String) {
+        let mut head = String::with_capacity(self.encoded_len() + 10);
+        self.encode_head(&mut head);
+        head.push_str(r#","offset":"#);
+        let mut tail = String::with_capacity(self.data.get().len() + 10);
+        tail.push_str(r#","data":"#);
+        tail.push_str(self.data.get());
+        tail.push('}');
+        (head, tail)
+    }
+
+    fn encode_head(&self, out: &mut String) {
+        let _ = write!(out, r#"{{"v":{ENVELOPE_VERSION},"room":"#);
+        push_json_str(out, &self.room);
+        out.push_str(r#","node":"#);
+        push_json_str(out, &self.node);
+        out.push_str(r#","from":"#);
+        push_json_str(out, &self.from);
+        if let Some(user) = &self.user {
+            out.push_str(r#","user":"#);
+            push_json_str(out, user);
+        }
+        out.push_str(r#","scope":""#);
+        out.push_str(self.scope.as_str());
+        out.push('"');
+        if let Some(kind) = self.kind.as_str() {
+            let _ = write!(out, r#","kind":"{kind}""#);
+        }
     }
 
     /// The exact length of [`Envelope::encode`]'s output.
@@ -117,6 +171,14 @@ impl<'a> Envelope<'a> {
             + self
                 .offset
                 .map_or(0, |o| r#","offset":"#.len() + decimal_len(o))
+            + self
+                .epoch
+                .as_ref()
+                .map_or(0, |e| r#","epoch":"#.len() + json_str_len(e))
+            + self
+                .kind
+                .as_str()
+                .map_or(0, |k| r#","kind":"""#.len() + k.len())
             + self.data.get().len()
     }
 
@@ -152,6 +214,24 @@ impl<'a> Envelope<'a> {
             Some(raw) if raw.get() != "null" => Some(u64_field(raw, "offset")?),
             _ => None,
         };
+        let epoch = match fields.epoch {
+            Some(raw) if raw.get() != "null" => Some(string_field(raw, "epoch")?),
+            _ => None,
+        };
+        let kind = match fields.kind {
+            Some(raw) if raw.get() != "null" => match &*string_field(raw, "kind")? {
+                "message" => Kind::Message,
+                "join" => Kind::Join,
+                "leave" => Kind::Leave,
+                _ => {
+                    return Err(EnvelopeError::Invalid {
+                        field: "kind",
+                        message: "must be \"message\", \"join\" or \"leave\"",
+                    })
+                }
+            },
+            _ => Kind::Message,
+        };
         let data = required(fields.data, "data")?;
         Ok(Envelope {
             room,
@@ -161,6 +241,8 @@ impl<'a> Envelope<'a> {
             scope,
             node,
             offset,
+            epoch,
+            kind,
         })
     }
 }
@@ -208,6 +290,8 @@ struct Fields<'a> {
     user: Option<&'a RawValue>,
     scope: Option<&'a RawValue>,
     offset: Option<&'a RawValue>,
+    epoch: Option<&'a RawValue>,
+    kind: Option<&'a RawValue>,
     data: Option<&'a RawValue>,
 }
 
@@ -256,6 +340,8 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
                 "user" => ("user", &mut fields.user),
                 "scope" => ("scope", &mut fields.scope),
                 "offset" => ("offset", &mut fields.offset),
+                "epoch" => ("epoch", &mut fields.epoch),
+                "kind" => ("kind", &mut fields.kind),
                 "data" => ("data", &mut fields.data),
                 _ => {
                     map.next_value::<IgnoredAny>()?;

@@ -32,12 +32,12 @@ mod room;
 mod scope;
 mod server;
 
-pub use client::{decode, ClientFrame, Publish};
-pub use envelope::{Envelope, EnvelopeError, ENVELOPE_VERSION};
+pub use client::{decode, ClientFrame, Publish, Recover};
+pub use envelope::{Envelope, EnvelopeError, Kind, ENVELOPE_VERSION};
 pub use error::{DecodeError, ErrorCode};
 pub use room::{validate_room, MAX_ROOM_BYTES};
 pub use scope::Scope;
-pub use server::{ServerFrame, Welcome};
+pub use server::{Member, Position, ServerFrame, Welcome};
 
 /// The protocol name, sent in `welcome` frames and accepted as a WebSocket subprotocol.
 pub const PROTOCOL: &str = "switchboard.v1";

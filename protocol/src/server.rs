@@ -21,6 +21,44 @@ pub enum ServerFrame<'a> {
         from: &'a str,
         /// The publisher's user id (its token's `sub`), when it has one.
         user: Option<&'a str>,
+        /// In a history room: the message's place in the room's history.
+        at: Option<Position<'a>>,
+    },
+    /// A request about a history room succeeded: the ack of a publish (the message's
+    /// position) or of a subscribe (the room's latest position, and with `recover`, whether the
+    /// missed messages follow).
+    AckAt {
+        id: Option<u64>,
+        at: Position<'a>,
+        recovered: Option<bool>,
+    },
+    /// A subscribe to a history room whose position could not be read (cluster mode, Redis out
+    /// of reach): the session is a member, but nothing was recovered.
+    AckUnrecovered { id: Option<u64> },
+    /// The answer to `history`: `messages` are the `message` frames' JSON texts, oldest first.
+    History {
+        id: Option<u64>,
+        room: &'a str,
+        at: Position<'a>,
+        messages: &'a [&'a str],
+    },
+    /// The answer to `presence`.
+    Presence {
+        id: Option<u64>,
+        room: &'a str,
+        members: &'a [Member<'a>],
+    },
+    /// A user (or a session without one) came into the room.
+    Join {
+        room: &'a str,
+        session: &'a str,
+        user: Option<&'a str>,
+    },
+    /// A user (or a session without one) left the room and did not come back in time.
+    Leave {
+        room: &'a str,
+        session: &'a str,
+        user: Option<&'a str>,
     },
     /// A message to this session alone, from the operator (`from` is `"admin"`).
     Direct { data: &'a RawValue, from: &'a str },
@@ -33,6 +71,21 @@ pub enum ServerFrame<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+}
+
+/// A place in a history room: the room's `epoch` and an `offset` in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position<'a> {
+    pub epoch: &'a str,
+    pub offset: u64,
+}
+
+/// One member in a `presence` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub session: &'a str,
+    pub user: Option<&'a str>,
+    pub node: &'a str,
 }
 
 /// The fields of a `welcome` frame.
@@ -103,6 +156,7 @@ impl ServerFrame<'_> {
                 data,
                 from,
                 user,
+                at,
             } => {
                 out.push_str(r#"{"op":"message","room":"#);
                 push_json_str(out, room);
@@ -110,6 +164,90 @@ impl ServerFrame<'_> {
                 out.push_str(data.get());
                 out.push_str(r#","from":"#);
                 push_json_str(out, from);
+                if let Some(user) = user {
+                    out.push_str(r#","user":"#);
+                    push_json_str(out, user);
+                }
+                if let Some(at) = at {
+                    push_position(out, at);
+                }
+                out.push('}');
+            }
+            ServerFrame::AckAt { id, at, recovered } => {
+                out.push_str(r#"{"op":"ack""#);
+                push_id(out, *id, false);
+                push_position(out, at);
+                if let Some(recovered) = recovered {
+                    let _ = write!(out, r#","recovered":{recovered}"#);
+                }
+                out.push('}');
+            }
+            ServerFrame::AckUnrecovered { id } => {
+                out.push_str(r#"{"op":"ack""#);
+                push_id(out, *id, false);
+                out.push_str(r#","recovered":false}"#);
+            }
+            ServerFrame::History {
+                id,
+                room,
+                at,
+                messages,
+            } => {
+                out.push_str(r#"{"op":"history""#);
+                push_id(out, *id, false);
+                out.push_str(r#","room":"#);
+                push_json_str(out, room);
+                push_position(out, at);
+                out.push_str(r#","messages":["#);
+                for (i, message) in messages.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(message);
+                }
+                out.push_str("]}");
+            }
+            ServerFrame::Presence { id, room, members } => {
+                out.push_str(r#"{"op":"presence""#);
+                push_id(out, *id, false);
+                out.push_str(r#","room":"#);
+                push_json_str(out, room);
+                out.push_str(r#","members":["#);
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(r#"{"session":"#);
+                    push_json_str(out, m.session);
+                    if let Some(user) = m.user {
+                        out.push_str(r#","user":"#);
+                        push_json_str(out, user);
+                    }
+                    out.push_str(r#","node":"#);
+                    push_json_str(out, m.node);
+                    out.push('}');
+                }
+                out.push_str("]}");
+            }
+            ServerFrame::Join {
+                room,
+                session,
+                user,
+            }
+            | ServerFrame::Leave {
+                room,
+                session,
+                user,
+            } => {
+                let op = if matches!(self, ServerFrame::Join { .. }) {
+                    "join"
+                } else {
+                    "leave"
+                };
+                let _ = write!(out, r#"{{"op":"{op}","room":"#);
+                push_json_str(out, room);
+                out.push_str(r#","session":"#);
+                push_json_str(out, session);
                 if let Some(user) = user {
                     out.push_str(r#","user":"#);
                     push_json_str(out, user);
@@ -150,6 +288,13 @@ impl ServerFrame<'_> {
             + user.map_or(0, |u| r#","user":"#.len() + json_str_len(u))
     }
 
+    /// What a position adds to a `message` frame's length.
+    pub fn position_len(at: Option<&Position<'_>>) -> usize {
+        at.map_or(0, |at| {
+            r#","offset":,"epoch":"#.len() + decimal_digits(at.offset) + json_str_len(at.epoch)
+        })
+    }
+
     /// The exact length of the frame's JSON text, for the frames whose length is cheap to know
     /// before encoding (a `message`, an `ack`): their encoding then needs no second allocation
     /// and no move to fit the WebSocket header in front.
@@ -160,7 +305,8 @@ impl ServerFrame<'_> {
                 data,
                 from,
                 user,
-            } => Some(Self::message_len(room, data, from, *user)),
+                at,
+            } => Some(Self::message_len(room, data, from, *user) + Self::position_len(at.as_ref())),
             // {"op":"ack"} or {"op":"ack","id":N}
             ServerFrame::Ack { id } => Some(12 + id.map_or(0, |id| 6 + decimal_digits(id))),
             _ => None,
@@ -190,6 +336,11 @@ fn push_id(out: &mut String, id: Option<u64>, null_when_absent: bool) {
         None if null_when_absent => out.push_str(r#","id":null"#),
         None => {}
     }
+}
+
+fn push_position(out: &mut String, at: &Position<'_>) {
+    let _ = write!(out, r#","offset":{},"epoch":"#, at.offset);
+    push_json_str(out, at.epoch);
 }
 
 fn push_seconds(out: &mut String, secs: f64) {

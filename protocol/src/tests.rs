@@ -72,6 +72,7 @@ fn subscribe_decodes_with_room_and_id() {
     assert_eq!(
         decode(r#"{"op":"subscribe","room":"lobby","id":1}"#).unwrap(),
         ClientFrame::Subscribe {
+            recover: None,
             room: "lobby".into(),
             id: Some(1)
         }
@@ -158,6 +159,7 @@ fn whitespace_around_the_frame_and_fields_is_accepted() {
     assert_eq!(
         frame,
         ClientFrame::Subscribe {
+            recover: None,
             room: "r".into(),
             id: Some(5)
         }
@@ -618,6 +620,7 @@ fn scope_on_subscribe_is_ignored() {
     assert_eq!(
         decode(r#"{"op":"subscribe","room":"r","scope":"bogus"}"#).unwrap(),
         ClientFrame::Subscribe {
+            recover: None,
             room: "r".into(),
             id: None
         }
@@ -817,6 +820,7 @@ fn welcome_carries_user_when_the_session_has_one() {
 fn message_carries_user_only_when_set() {
     let data = raw("1");
     let with = ServerFrame::Message {
+        at: None,
         room: "r",
         data: &data,
         from: "s-1",
@@ -828,6 +832,7 @@ fn message_carries_user_only_when_set() {
         json!({"op": "message", "room": "r", "data": 1, "from": "s-1", "user": "bob"})
     );
     let without = ServerFrame::Message {
+        at: None,
         room: "r",
         data: &data,
         from: "s-1",
@@ -1012,6 +1017,7 @@ fn error_encodes_every_code() {
 fn message_encodes_room_data_and_from() {
     let data = raw(r#"{"text":"hi","n":[1,2.5,null]}"#);
     let text = ServerFrame::Message {
+        at: None,
         room: "lobby",
         data: &data,
         from: "s-2",
@@ -1029,6 +1035,7 @@ fn message_copies_data_verbatim() {
     let data_text = "{ \"b\" : 1 ,\n \"a\" : [ 1.50 , 1e2 ] }";
     let data = raw(data_text);
     let text = ServerFrame::Message {
+        at: None,
         room: "r",
         data: &data,
         from: "f",
@@ -1046,6 +1053,7 @@ fn message_with_null_data_keeps_null() {
     let data = raw("null");
     let v = parse(
         &ServerFrame::Message {
+            at: None,
             room: "r",
             data: &data,
             from: "f",
@@ -1064,6 +1072,7 @@ fn decoded_publish_data_is_delivered_verbatim() {
         panic!("not a publish")
     };
     let out = ServerFrame::Message {
+        at: None,
         room: &p.room,
         data: p.data,
         from: "s",
@@ -1109,6 +1118,7 @@ fn strings_needing_escapes_round_trip_exactly_in_every_frame() {
     for &s in TRICKY_STRINGS {
         let v = parse(
             &ServerFrame::Message {
+                at: None,
                 room: s,
                 data: &data,
                 from: s,
@@ -1150,6 +1160,7 @@ fn every_control_character_is_escaped() {
         let s = char::from(b).to_string();
         let data = raw("0");
         let text = ServerFrame::Message {
+            at: None,
             room: &s,
             data: &data,
             from: "",
@@ -1168,6 +1179,7 @@ fn every_control_character_is_escaped() {
 fn short_escapes_are_used_for_common_characters() {
     let data = raw("0");
     let text = ServerFrame::Message {
+        at: None,
         room: "\"\\\n\r\t\u{1}",
         data: &data,
         from: "",
@@ -1194,6 +1206,7 @@ fn message_len_equals_encoded_length() {
                 for user in [None, Some(from), Some(room)] {
                     let data = raw(d);
                     let frame = ServerFrame::Message {
+                        at: None,
                         room,
                         data: &data,
                         from,
@@ -1216,6 +1229,7 @@ fn message_len_matches_for_long_strings() {
     let from = "\\".repeat(1000);
     let data = raw(&format!("\"{}\"", "a".repeat(70_000)));
     let encoded = ServerFrame::Message {
+        at: None,
         room: &room,
         data: &data,
         from: &from,
@@ -1278,6 +1292,8 @@ fn envelope<'a>(
     offset: Option<u64>,
 ) -> Envelope<'a> {
     Envelope {
+        epoch: None,
+        kind: Default::default(),
         room: room.into(),
         data,
         from: from.into(),
@@ -1758,6 +1774,7 @@ fn encode_after_leaves_room_in_front_and_writes_the_same_text() {
         ServerFrame::Ack { id: None },
         ServerFrame::Pong { id: None },
         ServerFrame::Message {
+            at: None,
             room: "chat:\"lobby\"",
             data: &data,
             from: "s-1",
@@ -1796,6 +1813,7 @@ fn exact_lengths_match_the_encoding() {
     }
     let data = raw(r#"{"a":[1,"\u00e9"]}"#);
     let frame = ServerFrame::Message {
+        at: None,
         room: "r\"1",
         data: &data,
         from: "s-1",

@@ -105,6 +105,8 @@ struct EnvelopeParts {
 impl EnvelopeParts {
     fn envelope<'a>(&'a self, data: &'a RawValue) -> Envelope<'a> {
         Envelope {
+            epoch: None,
+            kind: Default::default(),
             room: Cow::Borrowed(&self.room),
             data,
             from: Cow::Borrowed(&self.from),
@@ -268,7 +270,7 @@ proptest! {
         let data_text = serde_json::to_string(&data).unwrap();
         let want_data: Value = serde_json::from_str(&data_text).unwrap();
         let raw = RawValue::from_string(data_text).unwrap();
-        let text = ServerFrame::Message { room: &room, data: &raw, from: &from, user: Some(&from) }.encode();
+        let text = ServerFrame::Message { at: None, room: &room, data: &raw, from: &from, user: Some(&from) }.encode();
         prop_assert_eq!(text.len(), ServerFrame::message_len(&room, &raw, &from, Some(&from)));
         let v: Value = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(v, serde_json::json!({"op": "message", "room": room, "data": want_data, "from": &from, "user": &from}));

@@ -43,18 +43,90 @@ use switchboard_protocol::{Envelope, RawValue, Scope, ServerFrame};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 mod link;
+mod presence;
 
 use self::link::{Push, SubscriptionLink};
 use crate::{
     broadcaster::Broadcaster,
     broker::{Broker, ClusterPublish, RelayPublish},
     codec::{frame, opcode, text_frame_of},
-    delivery::{Delivery, Unavailable},
+    config::RoomOptions,
+    delivery::{Answered, Delivery, Unavailable},
     events::{MembershipEvent, MembershipObserver},
+    history::{self, History, Placed},
     metrics::metrics,
-    publish::message_frame,
+    publish::{logged_frame, message_frame},
     SessionId,
 };
+
+/// Publishes to a history room, atomically: makes the room's epoch if it has none (a new or a
+/// lost history: the stream goes with it), takes the next offset, appends the envelope to the
+/// room's stream (trimmed to `history_size`, entry id `<offset>-1`, field `t` the time in
+/// microseconds, `m` the envelope) and publishes it. `KEYS`: the room's meta hash and stream.
+/// `ARGV`: channel, epoch for a new history, the envelope before and after its position,
+/// `history_size`, `history_ttl` in ms (0: none). Returns `{offset, epoch}`.
+const PUBLISH_SCRIPT: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local message = ARGV[3] .. offset .. ',"epoch":"' .. epoch .. '"' .. ARGV[4]
+local now = redis.call('TIME')
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-1',
+  't', now[1] .. string.format('%06d', now[2]), 'm', message)
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+redis.call('PUBLISH', ARGV[1], message)
+return {offset, epoch}
+"#;
+
+/// Reads a history room's position and messages: those from offset `ARGV[3]` on (`ARGV[2]` =
+/// `from`), or the last ones (`last`), at most `ARGV[4]`, younger than `ARGV[5]` ms (0: any
+/// age); makes the epoch (`ARGV[1]`) if the room has none, so that a position can always be
+/// given. Returns `{epoch, offset, {envelope...}}`, oldest first for `from`, newest first for
+/// `last`.
+const READ_SCRIPT: &str = r#"
+local ttl = tonumber(ARGV[5])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+local offset = redis.call('HGET', KEYS[1], 'offset')
+local entries
+if ARGV[2] == 'from' then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[3] .. '-1', '+', 'COUNT', ARGV[4])
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])
+end
+local cutoff = 0
+if ttl > 0 then
+  local now = redis.call('TIME')
+  cutoff = tonumber(now[1] .. string.format('%06d', now[2])) - ttl * 1000
+end
+local out = {}
+for _, e in ipairs(entries) do
+  local f = e[2]
+  if tonumber(f[2]) >= cutoff then table.insert(out, f[4]) end
+end
+return {epoch, offset, out}
+"#;
+
+/// A history room's position and some of its messages, read from Redis.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub(crate) at: Placed,
+    /// Envelopes, oldest first.
+    pub(crate) envelopes: Vec<String>,
+}
 
 /// How long a cluster publish waits for Redis's reply before it is answered `unavailable`.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -112,6 +184,17 @@ pub(crate) struct Shared {
     next_ask: AtomicU64,
     /// Set by the drain: the registry entry is no longer refreshed.
     leaving: AtomicBool,
+    /// The node's room logs, where history rooms' messages are delivered from.
+    history: OnceLock<Arc<History>>,
+    publish_script: redis::Script,
+    read_script: redis::Script,
+    presence_scripts: presence::Scripts,
+    /// The node's presence (rooms that track members), its room rules, the changes it hands
+    /// the bridge, and the prefix of this process's session ids.
+    presence: Mutex<Option<Arc<crate::presence::Presence>>>,
+    presence_rules: Mutex<Option<crate::config::RoomRules>>,
+    changes: Mutex<Option<mpsc::Receiver<crate::presence::Change>>>,
+    instance: Mutex<String>,
 }
 
 /// What other nodes may ask of this one, through the bridge (implemented by `Node`).
@@ -180,12 +263,15 @@ struct Shard {
     outbound_rx: Mutex<Option<mpsc::Receiver<Outbound>>>,
 }
 
-/// One `PUBLISH` waiting to be sent, and who waits for Redis's answer.
+/// One `PUBLISH` (or a history room's publish script) waiting to be sent, and who waits for
+/// Redis's answer.
 #[derive(Debug)]
 struct Outbound {
     channel: String,
     message: Vec<u8>,
-    done: oneshot::Sender<Result<(), Unavailable>>,
+    /// A history room's publish: the script's keys and its other arguments.
+    script: Option<([String; 2], Vec<Vec<u8>>)>,
+    done: oneshot::Sender<Answered>,
 }
 
 impl Shard {
@@ -239,6 +325,14 @@ impl RedisBroker {
             asks: Mutex::new(HashMap::new()),
             next_ask: AtomicU64::new(1),
             leaving: AtomicBool::new(false),
+            history: OnceLock::new(),
+            publish_script: redis::Script::new(PUBLISH_SCRIPT),
+            read_script: redis::Script::new(READ_SCRIPT),
+            presence_scripts: presence::Scripts::default(),
+            presence: Mutex::new(None),
+            presence_rules: Mutex::new(None),
+            changes: Mutex::new(None),
+            instance: Mutex::new(String::new()),
             canary: Mutex::new(Canary {
                 pending_since: None,
                 last_back: None,
@@ -286,6 +380,81 @@ impl Shared {
 
     fn room_channel(&self, room: &str) -> String {
         format!("{}:room:{room}", self.prefix)
+    }
+
+    /// A history room's keys: its meta hash (`epoch`, `offset`) and its stream.
+    fn history_keys(&self, room: &str) -> [String; 2] {
+        [
+            format!("{}:meta:{room}", self.prefix),
+            format!("{}:stream:{room}", self.prefix),
+        ]
+    }
+
+    /// Hands the bridge the node's presence: its changes arrive on `changes`; `instance` starts
+    /// every session id of this process.
+    pub(crate) fn set_presence(
+        &self,
+        presence: Arc<crate::presence::Presence>,
+        rules: crate::config::RoomRules,
+        changes: mpsc::Receiver<crate::presence::Change>,
+        instance: String,
+    ) {
+        *lock(&self.presence) = Some(presence);
+        *lock(&self.presence_rules) = Some(rules);
+        *lock(&self.changes) = Some(changes);
+        *lock(&self.instance) = instance;
+    }
+
+    /// Tells the bridge where the node's room logs are.
+    pub(crate) fn set_history(&self, history: Arc<History>) {
+        let _ = self.history.set(history);
+    }
+
+    fn new_epoch(&self) -> String {
+        self.history.get().map_or_else(
+            || format!("{:x}", unix_nanos()),
+            |h| h.new_epoch().to_string(),
+        )
+    }
+
+    /// Reads a history room's position and messages from Redis: from offset `from` on, or
+    /// (`from` `None`) the last `count`.
+    pub(crate) async fn read(
+        &self,
+        room: &str,
+        options: &RoomOptions,
+        from: Option<u64>,
+        count: usize,
+    ) -> Result<Read, Unavailable> {
+        let shard = self.shard_of(room);
+        let mut connection = shard
+            .connection()
+            .filter(|_| shard.linked.load(Ordering::Acquire))
+            .ok_or_else(|| Unavailable(format!("redis {} is unreachable", shard.index)))?;
+        let [meta, stream] = self.history_keys(room);
+        let ttl = options.history_ttl.map_or(0, |t| t.as_millis() as u64);
+        let mut invocation = self.read_script.key(meta);
+        invocation.key(stream).arg(self.new_epoch());
+        match from {
+            Some(from) => invocation.arg("from").arg(from),
+            None => invocation.arg("last").arg(0),
+        };
+        invocation.arg(count.max(1)).arg(ttl);
+        let read = invocation.invoke_async::<(String, u64, Vec<String>)>(&mut connection);
+        let (epoch, offset, mut envelopes) = tokio::time::timeout(PUBLISH_TIMEOUT, read)
+            .await
+            .map_err(|_| Unavailable(format!("redis {} did not answer in time", shard.index)))?
+            .map_err(|e| Unavailable(format!("redis {}: {e}", shard.index)))?;
+        if from.is_none() {
+            envelopes.reverse();
+        }
+        Ok(Read {
+            at: Placed {
+                epoch: Arc::from(epoch),
+                offset,
+            },
+            envelopes,
+        })
     }
 
     /// The channel of a room of this node's broadcaster: a protocol room's, or a relay room's
@@ -461,6 +630,16 @@ impl Shared {
     /// that a publisher's messages keep their order and many can be in flight
     /// (`Delivery::is_pipelined`); otherwise the delivery waits for room.
     fn send(&self, shard: &Shard, channel: String, message: Vec<u8>) -> Delivery {
+        self.send_outbound(shard, channel, message, None)
+    }
+
+    fn send_outbound(
+        &self,
+        shard: &Shard,
+        channel: String,
+        message: Vec<u8>,
+        script: Option<([String; 2], Vec<Vec<u8>>)>,
+    ) -> Delivery {
         if !shard.linked.load(Ordering::Acquire) {
             let why = format!("redis {} is unreachable", shard.index);
             return Delivery::by_broker(Box::pin(async move { Err(Unavailable(why)) }), false);
@@ -470,6 +649,7 @@ impl Shared {
         let outbound = Outbound {
             channel,
             message,
+            script,
             done,
         };
         let answered = async move {
@@ -573,6 +753,28 @@ impl Broker for RedisBroker {
         shared.send(shared.shard_of(publish.key), channel, message)
     }
 
+    fn publish_history(&self, publish: ClusterPublish<'_>, options: &RoomOptions) -> Delivery {
+        let shared = &self.shared;
+        let room = &publish.envelope.room;
+        let (head, tail) = publish.envelope.encode_around_position();
+        let ttl = options.history_ttl.map_or(0, |t| t.as_millis() as u64);
+        let args = vec![
+            shared.new_epoch().into_bytes(),
+            head.into_bytes(),
+            tail.into_bytes(),
+            options.history_size.to_string().into_bytes(),
+            ttl.to_string().into_bytes(),
+        ];
+        let channel = shared.room_channel(room);
+        let keys = shared.history_keys(room);
+        shared.send_outbound(
+            shared.shard_of(room),
+            channel,
+            Vec::new(),
+            Some((keys, args)),
+        )
+    }
+
     fn in_place(&self, room: &str) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
         let shard = self.shared.shard_of(room);
         // Redis is out of reach: the member is in the room here, and the room is subscribed
@@ -606,6 +808,10 @@ async fn run(shared: Arc<Shared>) {
         if let Some(queue) = lock(&shared.shards[index].outbound_rx).take() {
             tokio::spawn(run_outbound(shared.clone(), index, queue));
         }
+    }
+    if let Some(changes) = lock(&shared.changes).take() {
+        tokio::spawn(presence::run_changes(shared.clone(), changes));
+        tokio::spawn(presence::run_sweeps(shared.clone()));
     }
     canary(shared).await;
 }
@@ -695,26 +901,62 @@ async fn run_outbound(shared: Arc<Shared>, index: usize, mut queue: mpsc::Receiv
             None => Err(Unavailable(format!("redis {index} is unreachable"))),
             Some(mut connection) => {
                 let mut pipe = redis::pipe();
+                let sha = shared.publish_script.get_hash();
                 for o in &batch {
-                    pipe.cmd("PUBLISH").arg(&o.channel).arg(&o.message).ignore();
+                    match &o.script {
+                        None => pipe.cmd("PUBLISH").arg(&o.channel).arg(&o.message),
+                        Some(([meta, stream], args)) => pipe
+                            .cmd("EVALSHA")
+                            .arg(sha)
+                            .arg(2)
+                            .arg(meta)
+                            .arg(stream)
+                            .arg(&o.channel)
+                            .arg(args),
+                    };
                 }
                 let started = Instant::now();
-                match tokio::time::timeout(PUBLISH_TIMEOUT, pipe.query_async::<()>(&mut connection))
-                    .await
-                {
-                    Ok(Ok(())) => {
+                let query = pipe.query_async::<Vec<redis::Value>>(&mut connection);
+                match tokio::time::timeout(PUBLISH_TIMEOUT, query).await {
+                    Ok(Ok(values)) => {
                         let m = &metrics().cluster;
                         m.publish_seconds.observe(started.elapsed().as_secs_f64());
                         m.messages_out.inc_by(batch.len() as u64);
-                        Ok(())
+                        Ok(values)
                     }
                     Ok(Err(e)) => Err(Unavailable(format!("redis {index}: {e}"))),
                     Err(_) => Err(Unavailable(format!("redis {index} did not answer in time"))),
                 }
             }
         };
-        for o in batch.drain(..) {
-            let _ = o.done.send(result.clone());
+        match result {
+            Ok(values) => {
+                let mut values = values.into_iter();
+                for o in batch.drain(..) {
+                    let value = values.next();
+                    let answer = match (&o.script, value) {
+                        (None, _) => Ok(None),
+                        (Some(_), Some(value)) => {
+                            match redis::from_owned_redis_value::<(u64, String)>(value) {
+                                Ok((offset, epoch)) => Ok(Some(Placed {
+                                    epoch: Arc::from(epoch),
+                                    offset,
+                                })),
+                                Err(e) => Err(Unavailable(format!("redis {index}: {e}"))),
+                            }
+                        }
+                        (Some(_), None) => Err(Unavailable(format!(
+                            "redis {index}: no answer to the script"
+                        ))),
+                    };
+                    let _ = o.done.send(answer);
+                }
+            }
+            Err(e) => {
+                for o in batch.drain(..) {
+                    let _ = o.done.send(Err(e.clone()));
+                }
+            }
         }
         queued.set(queue.len() as i64);
     }
@@ -758,7 +1000,7 @@ async fn run_shard(shared: Arc<Shared>, index: usize) {
 /// One life of an instance's links: connects, subscribes every wanted room, then follows the
 /// membership and delivers what arrives until the link fails. `Ok` when an established link was
 /// lost, `Err` when it could not be established.
-async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), String> {
+async fn link(shared: &Arc<Shared>, shard: &Shard, was_linked: bool) -> Result<(), String> {
     let client = redis::Client::open(shard.url.as_str()).map_err(|e| e.to_string())?;
     let publisher = tokio::time::timeout(
         Duration::from_secs(5),
@@ -820,6 +1062,11 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
         // Changes made while this node was away (or before it started) are in force from now.
         load_policy(shared);
     }
+    if lock(&shared.presence).is_some() {
+        let restore = shared.clone();
+        let index = shard.index;
+        tokio::spawn(async move { restore.restore_presence(&restore.shards[index]).await });
+    }
     let prefix = format!("{}:room:", shared.prefix);
     let relay_prefix = format!("{}:relay:", shared.prefix);
     let node_channel = shared.node_channel();
@@ -865,7 +1112,15 @@ async fn link(shared: &Shared, shard: &Shard, was_linked: bool) -> Result<(), St
                         };
                         confirm(shard, &key);
                         if gaps.remove(&key) {
-                            gap(shared, &key);
+                            // A history room fetches what it missed from its stream; others
+                            // can only say that they may have missed something.
+                            let log = shared.history.get().and_then(|h| h.get(&key));
+                            match log.as_ref().and_then(|log| log.head().map(|h| (log, h))) {
+                                Some((log, head)) => {
+                                    refill(shared, &key, log, head.offset + 1, u64::MAX).await;
+                                }
+                                None => gap(shared, &key),
+                            }
                         }
                     }
                     Push::Other => {}
@@ -1059,6 +1314,17 @@ async fn deliver(shared: &Shared, room: &str, payload: &[u8]) {
         return;
     }
     metrics().cluster.messages_in.inc();
+    match envelope.kind {
+        switchboard_protocol::Kind::Message => {}
+        kind => return deliver_membership(broadcaster, room, &envelope, kind).await,
+    }
+    if let (Some(offset), Some(epoch)) = (envelope.offset, envelope.epoch.as_deref()) {
+        let placed = Placed {
+            epoch: Arc::from(epoch),
+            offset,
+        };
+        return deliver_logged(shared, room, &envelope, placed).await;
+    }
     let frame = message_frame(
         room,
         envelope.data,
@@ -1068,6 +1334,124 @@ async fn deliver(shared: &Shared, room: &str, payload: &[u8]) {
     let delivery = Delivery::to_node(broadcaster, None, room, frame, None);
     // A full room queue holds the bridge (and so this instance's later messages, in order)
     // until there is room.
+    if !delivery.is_done() {
+        let _ = delivery.finish().await;
+    }
+}
+
+/// A history room's message from Redis, in offset order: one this node had is dropped, a hole
+/// before it is filled from the room's stream first (or, when the stream no longer has those
+/// messages, announced with `gap`), and a new epoch (the history was lost) is announced with
+/// `gap` too.
+async fn deliver_logged(shared: &Shared, room: &str, envelope: &Envelope<'_>, placed: Placed) {
+    let Some(log) = shared.history.get().and_then(|h| h.get(room)) else {
+        // No member of the room here any more.
+        return;
+    };
+    match log.head() {
+        Some(head) if head.epoch == placed.epoch && placed.offset <= head.offset => return,
+        Some(head) if head.epoch == placed.epoch && placed.offset > head.offset + 1 => {
+            refill(shared, room, &log, head.offset + 1, placed.offset - 1).await;
+            if log
+                .head()
+                .is_some_and(|h| h.epoch == placed.epoch && placed.offset <= h.offset)
+            {
+                return;
+            }
+        }
+        Some(head) if head.epoch != placed.epoch => gap(shared, room),
+        _ => {}
+    }
+    append(&log, room, envelope, placed).await;
+}
+
+/// Appends a history room's message to its log, waiting while the workers are that far behind.
+async fn append(log: &history::RoomLog, room: &str, envelope: &Envelope<'_>, placed: Placed) {
+    let (mut frame, json_at) = logged_frame(
+        room,
+        envelope.data,
+        &envelope.from,
+        envelope.user.as_deref(),
+        placed.position(),
+    );
+    loop {
+        match log.append_at(&placed, frame, json_at) {
+            Ok(wake) => return history::wake(wake),
+            Err((history::Full, back)) => {
+                frame = back;
+                log.room().await;
+            }
+        }
+    }
+}
+
+/// Fetches a history room's messages `from` to `to` (as far as the stream goes) from Redis and
+/// delivers them; those the stream no longer has are announced with `gap`.
+async fn refill(shared: &Shared, room: &str, log: &history::RoomLog, from: u64, to: u64) {
+    let options = log.options().clone();
+    let count = (to.saturating_sub(from) + 1).min(options.history_size as u64) as usize;
+    let read = match shared.read(room, &options, Some(from), count).await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(room, error = %e, "missed history messages could not be fetched");
+            return gap(shared, room);
+        }
+    };
+    let mut expected = from;
+    for text in &read.envelopes {
+        let Ok(envelope) = Envelope::decode(text) else {
+            continue;
+        };
+        let (Some(offset), Some(epoch)) = (envelope.offset, envelope.epoch.as_deref()) else {
+            continue;
+        };
+        if *epoch != *read.at.epoch || offset > to {
+            break;
+        }
+        if offset > expected {
+            // Trimmed or expired meanwhile: these are gone.
+            gap(shared, room);
+        }
+        expected = offset + 1;
+        if log
+            .head()
+            .is_some_and(|h| *h.epoch == *epoch && offset <= h.offset)
+        {
+            continue;
+        }
+        metrics().history.refetched.inc();
+        let placed = Placed {
+            epoch: read.at.epoch.clone(),
+            offset,
+        };
+        append(log, room, &envelope, placed).await;
+    }
+    if expected <= to.min(read.at.offset) {
+        gap(shared, room);
+    }
+}
+
+/// A member's join or leave from Redis, to this node's members of `room`.
+async fn deliver_membership(
+    broadcaster: &Broadcaster,
+    room: &str,
+    envelope: &Envelope<'_>,
+    kind: switchboard_protocol::Kind,
+) {
+    let (session, user) = (&*envelope.from, envelope.user.as_deref());
+    let frame = match kind {
+        switchboard_protocol::Kind::Join => ServerFrame::Join {
+            room,
+            session,
+            user,
+        },
+        _ => ServerFrame::Leave {
+            room,
+            session,
+            user,
+        },
+    };
+    let delivery = Delivery::to_node(broadcaster, None, room, text_frame_of(&frame), None);
     if !delivery.is_done() {
         let _ = delivery.finish().await;
     }

@@ -10,6 +10,7 @@
 //! outright if even the close frame cannot be written.
 
 mod connection;
+mod history;
 mod reassembly;
 
 use std::{
@@ -33,7 +34,7 @@ use switchboard_protocol::{
 
 use crate::{
     codec::{frame, opcode, Batch, Inbound, Item, Message},
-    delivery::{Acceptance, Delivery, Unavailable},
+    delivery::{Acceptance, Answered, Delivery},
     messages::Command,
     metrics::{metrics, Disconnect, Drop as Dropped, FrameKind, Source},
     node::{ConnectionSlot, Node, SessionEntry, SessionInfo},
@@ -294,7 +295,11 @@ impl WsSession {
             Err(e) => return self.send_error(e.id, e.code, &e.message),
         };
         match frame {
-            ClientFrame::Subscribe { room, id } => self.subscribe(&room, id, ctx),
+            ClientFrame::Subscribe { room, id, recover } => {
+                self.subscribe(&room, id, recover, ctx);
+            }
+            ClientFrame::History { room, limit, id } => self.history(&room, limit, id, ctx),
+            ClientFrame::Presence { room, id } => self.presence(&room, id, ctx),
             ClientFrame::Refresh { token, id } => self.refresh(&token, id, ctx),
             ClientFrame::Unsubscribe { room, id } => {
                 if self.worker.leave(self.id, &room) {
@@ -308,7 +313,13 @@ impl WsSession {
         }
     }
 
-    fn subscribe(&mut self, room: &str, id: Option<u64>, ctx: &mut WsContext) {
+    fn subscribe(
+        &mut self,
+        room: &str,
+        id: Option<u64>,
+        recover: Option<switchboard_protocol::Recover<'_>>,
+        ctx: &mut WsContext,
+    ) {
         if self.worker.is_member(self.id, room) {
             return self.ack(id);
         }
@@ -320,6 +331,19 @@ impl WsSession {
             );
         }
         let limit = self.node.config.max_subscriptions;
+        if let Some(options) = self.node.history_options(room).cloned() {
+            // Held while its position (and what it missed) is worked out: its deliveries
+            // wait, so that nothing reaches it before its ack and its replay.
+            return match self.worker.join_held(self.id, room, limit, true) {
+                Join::Joined => self.subscribe_history(room, id, recover, options, ctx),
+                Join::Already => self.ack(id),
+                Join::Full => {
+                    let message = format!("at most {limit} subscriptions per session");
+                    self.send_error(id, ErrorCode::LimitExceeded, &message);
+                }
+                Join::Closed => {}
+            };
+        }
         match self.worker.join(self.id, room, limit) {
             // In cluster mode the ack waits until the node's subscription to the room is in
             // place, so that a publish made anywhere after the ack reaches this member.
@@ -386,10 +410,11 @@ impl WsSession {
         &mut self,
         delivery: Delivery,
         ctx: &mut WsContext,
-        done: impl FnOnce(&mut Self, Result<(), Unavailable>) + 'static,
+        done: impl FnOnce(&mut Self, Answered) + 'static,
     ) {
+        let mut delivery = delivery;
         if delivery.is_done() {
-            return done(self, Ok(()));
+            return done(self, Ok(delivery.take_placed()));
         }
         ctx.wait(
             delivery
@@ -411,9 +436,14 @@ impl WsSession {
             && self.node.broker.reach() == Scope::Cluster
     }
 
-    fn answer_publish(&self, id: Option<u64>, accepted: Result<(), Unavailable>) {
+    fn answer_publish(&self, id: Option<u64>, accepted: Answered) {
         match accepted {
-            Ok(()) => self.ack(id),
+            Ok(Some(placed)) if id.is_some() => self.send(&ServerFrame::AckAt {
+                id,
+                at: placed.position(),
+                recovered: None,
+            }),
+            Ok(_) => self.ack(id),
             Err(e) => self.send_error(id, ErrorCode::Unavailable, &e.to_string()),
         }
     }
@@ -547,7 +577,7 @@ impl WsSession {
         }
     }
 
-    fn relay_answered(&self, accepted: Result<(), Unavailable>) {
+    fn relay_answered(&self, accepted: Answered) {
         if let Err(e) = accepted {
             metrics().dropped(Dropped::Unavailable, 1);
             tracing::debug!(session = %self.info.label, error = %e, "relay message not carried");

@@ -177,6 +177,7 @@ mod tests {
         let data = String::from_utf8(payload(120, 2, 77, 1_000_000)).expect("ascii");
         let raw = serde_json::value::RawValue::from_string(data).expect("raw json");
         let frame = switchboard_protocol::ServerFrame::Message {
+            at: None,
             room: "room-3",
             data: &raw,
             from: "s-1",

@@ -368,3 +368,72 @@ async fn ten_thousand_history_rooms_stay_under_the_memory_budget() {
     let messages = h["messages"].as_array().unwrap();
     assert_eq!(messages.last().unwrap()["data"]["r"], 4, "{h}");
 }
+
+#[tokio::test]
+async fn presence_lists_members_and_join_leave_are_debounced_on_one_node() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let hub = TestHub::builder()
+        .set("token_secret", secret)
+        .config("[[rooms]]\npattern = \"lobby\"\npresence = true\njoin_leave = true\nleave_debounce = 1\n")
+        .start();
+    let url = |user: &str| {
+        let token = switchboard_tests::sign_token(
+            secret.as_bytes(),
+            &json!({"sub":user,"exp":switchboard_tests::unix_now() + 600,"subscribe":["*"]}),
+        );
+        format!("{}?token={token}", hub.ws_url())
+    };
+    let mut watcher = Client::open_json(&url("watcher"), &[]).await.unwrap();
+    subscribe(&mut watcher, "lobby", None).await;
+    let me = watcher.session().to_owned();
+    let own = watcher.recv().await;
+    assert_eq!(
+        own,
+        json!({"op":"join","room":"lobby","session":me,"user":"watcher"})
+    );
+
+    let mut ann = Client::open_json(&url("ann"), &[]).await.unwrap();
+    subscribe(&mut ann, "lobby", None).await;
+    let join = watcher.recv().await;
+    assert_eq!(join["user"], "ann");
+    // A second session of the same user is no second join.
+    let mut ann2 = Client::open_json(&url("ann"), &[]).await.unwrap();
+    subscribe(&mut ann2, "lobby", None).await;
+    let list = watcher
+        .request(json!({"op":"presence","room":"lobby","id":2}))
+        .await;
+    let users: Vec<&str> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), 3, "{list}");
+    assert_eq!(users.iter().filter(|u| **u == "ann").count(), 2);
+    assert!(list["members"][0]["node"].is_string());
+
+    // Both of ann's sessions drop; she is back within the debounce: nothing is announced.
+    drop(ann);
+    drop(ann2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ann = Client::open_json(&url("ann"), &[]).await.unwrap();
+    subscribe(&mut ann, "lobby", None).await;
+    watcher.expect_silence(Duration::from_millis(1500)).await;
+
+    // Gone for good: one leave, after the debounce.
+    let left_at = std::time::Instant::now();
+    drop(ann);
+    let leave = watcher.recv().await;
+    assert_eq!(leave["op"], "leave", "{leave}");
+    assert_eq!(leave["user"], "ann");
+    assert!(
+        left_at.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        left_at.elapsed()
+    );
+
+    let refused = watcher
+        .request(json!({"op":"presence","room":"elsewhere","id":3}))
+        .await;
+    assert_eq!(refused["code"], "unsupported");
+}

@@ -43,6 +43,7 @@ impl SubscriptionLink {
     /// Connects to the instance `info` names (TCP only) and authenticates if it says so.
     pub(crate) async fn connect(
         info: &ConnectionInfo,
+        name: &str,
         max_bulk: usize,
         timeout: Duration,
     ) -> Result<SubscriptionLink, String> {
@@ -74,6 +75,17 @@ impl SubscriptionLink {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err("AUTH timed out".to_owned()),
             }
+        }
+        // Named, so that an operator can tell the nodes' links apart in `CLIENT LIST`.
+        link.send(&[b"CLIENT", b"SETNAME", name.as_bytes()])
+            .await
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, link.reply()).await {
+            Ok(Ok(Reply::Ok)) => {}
+            Ok(Ok(Reply::Error(e))) => return Err(format!("CLIENT SETNAME: {e}")),
+            Ok(Ok(_)) => return Err("CLIENT SETNAME: unexpected reply".to_owned()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("CLIENT SETNAME timed out".to_owned()),
         }
         Ok(link)
     }

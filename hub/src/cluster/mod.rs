@@ -1017,6 +1017,7 @@ async fn link(shared: &Arc<Shared>, shard: &Shard, was_linked: bool) -> Result<(
     let max_bulk = shared.max_message_bytes * 2 + 4096;
     let mut link = SubscriptionLink::connect(
         client.get_connection_info(),
+        &format!("switchboard:{}:subscriptions", shared.node_id),
         max_bulk,
         Duration::from_secs(5),
     )
@@ -1047,6 +1048,15 @@ async fn link(shared: &Arc<Shared>, shard: &Shard, was_linked: bool) -> Result<(
         args.extend(chunk.iter().map(|c| c.as_bytes()));
         link.send(&args).await.map_err(|e| e.to_string())?;
     }
+    // History rooms' publishes run the script by its hash, in pipelines: it must be known to
+    // this Redis (a restarted one has forgotten it) before anything is sent.
+    let mut publisher = publisher;
+    let mut load = redis::cmd("SCRIPT");
+    load.arg("LOAD").arg(PUBLISH_SCRIPT);
+    tokio::time::timeout(PUBLISH_TIMEOUT, load.query_async::<String>(&mut publisher))
+        .await
+        .map_err(|_| "SCRIPT LOAD timed out".to_owned())?
+        .map_err(|e| format!("SCRIPT LOAD: {e}"))?;
     if let Ok(mut slot) = shard.publisher.write() {
         *slot = Some(publisher);
     }

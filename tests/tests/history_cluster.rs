@@ -1,0 +1,375 @@
+//! History and presence in cluster mode: nodes joined through a real `redis-server`, offsets
+//! assigned in Redis, recovery on another node, a lost subscription link filled from the
+//! stream, a Redis that lost its data, presence and join/leave across nodes, and a node killed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchboard_tests::{Client, RedisServer, TestHub};
+use tokio::time::{sleep, timeout};
+
+const ROOMS: &str = "[[rooms]]\npattern = \"chat:*\"\nhistory_size = 1000\n\n[[rooms]]\npattern = \"lobby:*\"\npresence = true\njoin_leave = true\nleave_debounce = 1.5\n";
+
+fn node(redis: &RedisServer, id: &str) -> TestHub {
+    TestHub::builder()
+        .set("redis_url", redis.url())
+        .set("node_id", id)
+        .config(ROOMS)
+        .start()
+}
+
+async fn subscribe(c: &mut Client, room: &str, recover: Option<(&str, u64)>) -> Value {
+    let mut frame = json!({"op":"subscribe","room":room,"id":1});
+    if let Some((epoch, offset)) = recover {
+        frame["recover"] = json!({"epoch":epoch,"offset":offset});
+    }
+    c.request(frame).await
+}
+
+/// Publishes `n` messages `{"n":i}` from `first` on (the publisher is no member), pipelined;
+/// returns the last ack.
+async fn publish_many(c: &mut Client, room: &str, first: u64, n: u64) -> Value {
+    for i in first..first + n {
+        c.send(json!({"op":"publish","room":room,"data":{"n":i},"id":i}))
+            .await;
+    }
+    let mut last = Value::Null;
+    for i in first..first + n {
+        let ack = c.recv().await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+        assert_eq!(ack["id"], i, "{ack}");
+        last = ack;
+    }
+    last
+}
+
+/// The next `n` frames, which must be messages of `room`, as (offset, data.n).
+async fn recv_messages(c: &mut Client, room: &str, n: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let m = timeout(Duration::from_secs(10), c.recv())
+            .await
+            .expect("a message in time");
+        assert_eq!(m["op"], "message", "{m}");
+        assert_eq!(m["room"], room, "{m}");
+        got.push((
+            m["offset"].as_u64().unwrap(),
+            m["data"]["n"].as_u64().unwrap(),
+        ));
+    }
+    got
+}
+
+/// Waits until every node is ready (its Redis link and canary are up).
+async fn ready(nodes: &[&TestHub]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in nodes {
+        while n.admin("GET", "/readyz", None).await.status != 200 {
+            assert!(Instant::now() < deadline, "a node did not become ready");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_recovers_what_it_missed_on_another_node_exactly_once_in_order() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
+    ready(&[&a, &b, &c]).await;
+    let mut member = Client::connect(&a).await;
+    let ack = subscribe(&mut member, "chat:x", None).await;
+    assert_eq!(ack["offset"], 0, "{ack}");
+    let epoch = ack["epoch"].as_str().unwrap().to_owned();
+    let mut publisher = Client::connect(&b).await;
+    let last = publish_many(&mut publisher, "chat:x", 1, 5).await;
+    assert_eq!(last, json!({"op":"ack","id":5,"offset":5,"epoch":epoch}));
+    let got = recv_messages(&mut member, "chat:x", 5).await;
+    assert_eq!(got, (1..=5).map(|i| (i, i)).collect::<Vec<_>>());
+    drop(member);
+
+    publish_many(&mut publisher, "chat:x", 6, 500).await;
+    let mut back = Client::connect(&c).await;
+    let ack = subscribe(&mut back, "chat:x", Some((&epoch, 5))).await;
+    assert_eq!(
+        ack,
+        json!({"op":"ack","id":1,"offset":505,"epoch":epoch,"recovered":true})
+    );
+    publisher
+        .send(json!({"op":"publish","room":"chat:x","data":{"n":506}}))
+        .await;
+    let got = recv_messages(&mut back, "chat:x", 501).await;
+    assert_eq!(got, (6..=506).map(|i| (i, i)).collect::<Vec<_>>());
+    back.expect_silence(Duration::from_millis(300)).await;
+
+    // History reads the stream, from any node.
+    let mut reader = Client::connect(&a).await;
+    let h = reader
+        .request(json!({"op":"history","room":"chat:x","limit":2,"id":3}))
+        .await;
+    assert_eq!(h["offset"], 506, "{h}");
+    let offsets: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [505, 506]);
+
+    // Too old (the stream keeps 1000): recovered:false, with the position.
+    publish_many(&mut publisher, "chat:x", 507, 1200).await;
+    let mut late = Client::connect(&b).await;
+    let ack = subscribe(&mut late, "chat:x", Some((&epoch, 5))).await;
+    assert_eq!(
+        ack,
+        json!({"op":"ack","id":1,"offset":1706,"epoch":epoch,"recovered":false})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_link_is_filled_from_the_stream_in_order_without_a_gap() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    ready(&[&a, &b]).await;
+    let mut member = Client::connect(&a).await;
+    subscribe(&mut member, "chat:link", None).await;
+    let mut publisher = Client::connect(&b).await;
+    const N: u64 = 3000;
+    let publishing = tokio::spawn(async move {
+        for i in 1..=N {
+            let ack = publisher
+                .request(json!({"op":"publish","room":"chat:link","data":{"n":i},"id":i}))
+                .await;
+            assert_eq!(ack["op"], "ack", "{ack}");
+            if i % 100 == 0 {
+                sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    // Node a's subscription link (named by the node) is cut, twice, while messages flow.
+    for _ in 0..2 {
+        sleep(Duration::from_millis(150)).await;
+        let clients = redis.command(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        let id = clients
+            .lines()
+            .find(|l| l.contains("name=switchboard:a:subscriptions"))
+            .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .unwrap_or_else(|| panic!("node a's link in {clients}"))
+            .to_owned();
+        assert_eq!(redis.command(&["CLIENT", "KILL", "ID", &id]), "1");
+    }
+    let mut got = Vec::with_capacity(N as usize);
+    while got.len() < N as usize {
+        let m = timeout(Duration::from_secs(15), member.recv())
+            .await
+            .expect("every message in time");
+        assert_eq!(m["op"], "message", "no gap frame in a history room: {m}");
+        got.push(m["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        (1..=N).collect::<Vec<_>>(),
+        "every message, in order, once"
+    );
+    publishing.await.unwrap();
+    member.expect_silence(Duration::from_millis(300)).await;
+    let metrics = a.admin("GET", "/metrics", None).await;
+    let refetched: u64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_history_refetched_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(refetched > 0, "the holes were filled from the stream");
+    eprintln!("{refetched} messages fetched from the stream after the links were cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_its_data_gives_a_new_epoch_and_recovery_across_it_is_refused() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "a");
+    ready(&[&a]).await;
+    let mut member = Client::connect(&a).await;
+    let ack = subscribe(&mut member, "chat:flush", None).await;
+    let old = ack["epoch"].as_str().unwrap().to_owned();
+    let mut publisher = Client::connect(&a).await;
+    publish_many(&mut publisher, "chat:flush", 1, 3).await;
+    assert_eq!(recv_messages(&mut member, "chat:flush", 3).await.len(), 3);
+
+    redis.restart();
+    ready(&[&a]).await;
+    // The first message after: a new epoch; the member is told its history is gone.
+    let ack = publisher
+        .request(json!({"op":"publish","room":"chat:flush","data":{"n":1},"id":9}))
+        .await;
+    let new = ack["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(new, old, "{ack}");
+    assert_eq!(ack["offset"], 1);
+    let mut frames = Vec::new();
+    while frames.last().is_none_or(|f: &Value| f["op"] != "message") {
+        frames.push(
+            timeout(Duration::from_secs(10), member.recv())
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(frames.iter().any(|f| f["op"] == "gap"), "{frames:?}");
+    assert_eq!(frames.last().unwrap()["epoch"], new.as_str());
+
+    let mut back = Client::connect(&a).await;
+    let ack = subscribe(&mut back, "chat:flush", Some((&old, 3))).await;
+    assert_eq!(
+        ack,
+        json!({"op":"ack","id":1,"offset":1,"epoch":new,"recovered":false})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_join_leave_span_the_nodes_and_a_quick_return_is_not_announced() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    ready(&[&a, &b]).await;
+    let mut watcher = Client::connect(&a).await;
+    subscribe(&mut watcher, "lobby:1", None).await;
+    let me = watcher.session().to_owned();
+    let join = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(join, json!({"op":"join","room":"lobby:1","session":me}));
+
+    let mut other = Client::connect(&b).await;
+    subscribe(&mut other, "lobby:1", None).await;
+    let them = other.session().to_owned();
+    let join = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(join, json!({"op":"join","room":"lobby:1","session":them}));
+
+    let list = watcher
+        .request(json!({"op":"presence","room":"lobby:1","id":2}))
+        .await;
+    let mut members: Vec<(String, String)> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["session"].as_str().unwrap().to_owned(),
+                m["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    members.sort();
+    let mut expected = vec![(me.clone(), "a".to_owned()), (them.clone(), "b".to_owned())];
+    expected.sort();
+    assert_eq!(members, expected, "{list}");
+    let refused = watcher
+        .request(json!({"op":"presence","room":"chat:1","id":3}))
+        .await;
+    assert_eq!(refused["code"], "unsupported");
+
+    drop(other);
+    let leave = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(leave, json!({"op":"leave","room":"lobby:1","session":them}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_back_within_the_debounce_produces_no_events_and_a_killed_nodes_members_leave() {
+    let redis = RedisServer::start();
+    let secret = "0123456789abcdef0123456789abcdef";
+    let start = |id: &str| {
+        TestHub::builder()
+            .set("redis_url", redis.url())
+            .set("node_id", id)
+            .set("token_secret", secret)
+            .config(ROOMS)
+            .start()
+    };
+    let (a, b) = (start("a"), start("b"));
+    ready(&[&a, &b]).await;
+    let url = |hub: &TestHub, user: &str| {
+        let token = switchboard_tests::sign_token(
+            secret.as_bytes(),
+            &json!({"sub":user,"exp":switchboard_tests::unix_now() + 600,"subscribe":["*"],"publish":["*"]}),
+        );
+        format!("{}?token={token}", hub.ws_url())
+    };
+    let mut watcher = Client::open_json(&url(&a, "watcher"), &[]).await.unwrap();
+    subscribe(&mut watcher, "lobby:2", None).await;
+    let own = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(own["op"], "join");
+
+    let mut bob = Client::open_json(&url(&b, "bob"), &[]).await.unwrap();
+    subscribe(&mut bob, "lobby:2", None).await;
+    let join = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(join["op"], "join");
+    assert_eq!(join["user"], "bob");
+
+    // Bob's connection drops and he is back within the debounce, on the other node.
+    drop(bob);
+    sleep(Duration::from_millis(300)).await;
+    let mut bob = Client::open_json(&url(&a, "bob"), &[]).await.unwrap();
+    subscribe(&mut bob, "lobby:2", None).await;
+    watcher.expect_silence(Duration::from_millis(2500)).await;
+
+    // A node killed outright: its members leave within a minute, announced by the survivors.
+    let mut carol = Client::open_json(&url(&b, "carol"), &[]).await.unwrap();
+    subscribe(&mut carol, "lobby:2", None).await;
+    let join = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(join["user"], "carol");
+    let killed_at = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &b.pid().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Asked with pings, so that each read waits a moment only.
+    let mut leave = Value::Null;
+    for k in 0..40 {
+        watcher.send(json!({"op":"ping","id":k})).await;
+        loop {
+            let f = watcher.recv().await;
+            if f["op"] == "pong" {
+                break;
+            }
+            leave = f;
+        }
+        if !leave.is_null() {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "no leave within a minute"
+        );
+        sleep(Duration::from_millis(1500)).await;
+    }
+    assert_eq!(leave["op"], "leave", "{leave}");
+    assert_eq!(leave["user"], "carol");
+    eprintln!(
+        "a killed node's member left after {:?}",
+        killed_at.elapsed()
+    );
+    let list = watcher
+        .request(json!({"op":"presence","room":"lobby:2","id":4}))
+        .await;
+    let users: Vec<&str> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["user"].as_str())
+        .collect();
+    assert!(!users.contains(&"carol"), "{list}");
+    assert!(
+        users.contains(&"bob") && users.contains(&"watcher"),
+        "{list}"
+    );
+}

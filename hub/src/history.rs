@@ -137,23 +137,42 @@ impl History {
         }
         self.logs
             .entry(RoomName::from(room))
-            .or_insert_with(|| {
-                // Standalone, a new log is a new history: a new epoch. In cluster mode the
-                // epoch comes with the first message from Redis.
-                let epoch = if self.keeps {
-                    self.new_epoch()
-                } else {
-                    Arc::from("")
-                };
-                Arc::new(RoomLog::new(
-                    options.clone(),
-                    epoch,
-                    self.keeps,
-                    self.bytes.clone(),
-                    self.pending_max,
-                ))
-            })
+            .or_insert_with(|| self.new_log(options))
             .clone()
+    }
+
+    /// The log of `room` (made if it has none) with a cursor for `worker`, which has members
+    /// now and delivers from the next message on. Under the map's lock for the room, so that a
+    /// sweep cannot forget the log between the two.
+    pub(crate) fn attach(
+        &self,
+        room: &str,
+        options: &Arc<RoomOptions>,
+        worker: usize,
+    ) -> Arc<RoomLog> {
+        let log = self
+            .logs
+            .entry(RoomName::from(room))
+            .or_insert_with(|| self.new_log(options));
+        log.register(worker);
+        log.clone()
+    }
+
+    fn new_log(&self, options: &Arc<RoomOptions>) -> Arc<RoomLog> {
+        // Standalone, a new log is a new history: a new epoch. In cluster mode the epoch comes
+        // with the first message from Redis.
+        let epoch = if self.keeps {
+            self.new_epoch()
+        } else {
+            Arc::from("")
+        };
+        Arc::new(RoomLog::new(
+            options.clone(),
+            epoch,
+            self.keeps,
+            self.bytes.clone(),
+            self.pending_max,
+        ))
     }
 
     /// The log of `room`, if it has one.
@@ -241,7 +260,8 @@ struct LogState {
 struct Cursor {
     worker: usize,
     seq: u64,
-    addr: Addr<Room>,
+    /// The worker's room actor, once it runs (until then its worker drains it on the join).
+    addr: Option<Addr<Room>>,
     woken: bool,
 }
 
@@ -398,9 +418,10 @@ impl RoomLog {
         self.trim(state);
         let mut wake = Vec::new();
         for cursor in &mut state.cursors {
-            if Some(cursor.worker) != here && !cursor.woken {
+            if let (Some(addr), false) = (&cursor.addr, Some(cursor.worker) == here || cursor.woken)
+            {
                 cursor.woken = true;
-                wake.push(cursor.addr.clone());
+                wake.push(addr.clone());
             }
         }
         wake
@@ -464,16 +485,24 @@ impl RoomLog {
     }
 
     /// `worker` has members now: it delivers from the next message on.
-    pub(crate) fn register(&self, worker: usize, addr: Addr<Room>) {
+    fn register(&self, worker: usize) {
         let mut state = self.lock();
         let seq = state.seq;
         state.cursors.retain(|c| c.worker != worker);
         state.cursors.push(Cursor {
             worker,
             seq,
-            addr,
+            addr: None,
             woken: false,
         });
+    }
+
+    /// The room actor that delivers for `worker` runs now.
+    pub(crate) fn set_room(&self, worker: usize, addr: Addr<Room>) {
+        let mut state = self.lock();
+        if let Some(cursor) = state.cursors.iter_mut().find(|c| c.worker == worker) {
+            cursor.addr = Some(addr);
+        }
     }
 
     /// `worker` has no members left.

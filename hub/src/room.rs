@@ -224,10 +224,14 @@ impl WorkerLog {
         {
             let mut epoch = self.epoch.borrow_mut();
             if **epoch != *entry.epoch {
-                *epoch = entry.epoch.clone();
-                for s in special.values_mut() {
-                    s.floor = None;
+                // A floor belongs to the epoch it was read in; a new epoch (the history was
+                // lost) voids it. The first entry only tells the worker which epoch it is in.
+                if !epoch.is_empty() {
+                    for s in special.values_mut() {
+                        s.floor = None;
+                    }
                 }
+                *epoch = entry.epoch.clone();
             }
         }
         let members = self.members.borrow();

@@ -184,7 +184,7 @@ impl WorkerRooms {
                 let count = MemberCount::default();
                 let mode = Arc::new(Mode::default());
                 let log = self.node.history_options(&room).map(|options| {
-                    let log = self.node.history.log(&room, options);
+                    let log = self.node.history.attach(&room, options, self.index);
                     Rc::new(WorkerLog::new(
                         log,
                         self.index,
@@ -198,7 +198,7 @@ impl WorkerRooms {
                     log.clone(),
                 );
                 if let Some(log) = &log {
-                    log.log.register(self.index, addr.clone());
+                    log.log.set_room(self.index, addr.clone());
                 }
                 self.node.broadcaster.register(
                     room.clone(),

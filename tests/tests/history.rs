@@ -436,4 +436,45 @@ async fn presence_lists_members_and_join_leave_are_debounced_on_one_node() {
         .request(json!({"op":"presence","room":"elsewhere","id":3}))
         .await;
     assert_eq!(refused["code"], "unsupported");
+
+    // Presence needs the token's subscribe grant for the room, like history.
+    let narrow = switchboard_tests::sign_token(
+        secret.as_bytes(),
+        &json!({"sub":"eve","exp":switchboard_tests::unix_now() + 600,"subscribe":["other"]}),
+    );
+    let mut eve = Client::open_json(&format!("{}?token={narrow}", hub.ws_url()), &[])
+        .await
+        .unwrap();
+    let refused = eve
+        .request(json!({"op":"presence","room":"lobby","id":4}))
+        .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+}
+
+#[tokio::test]
+async fn messages_older_than_the_history_ttl_are_gone_and_cannot_be_recovered() {
+    let hub = TestHub::builder()
+        .config("[[rooms]]\npattern = \"chat:*\"\nhistory_size = 100\nhistory_ttl = 1\n")
+        .start();
+    let mut c = Client::connect(&hub).await;
+    let ack = subscribe(&mut c, "chat:ttl", None).await;
+    let epoch = ack["epoch"].as_str().unwrap().to_owned();
+    let seen = publish_many(&mut c, "chat:ttl", 1, 3).await;
+    let _ = recv_messages(&mut c, "chat:ttl", 3 - seen.len()).await;
+    let h = c
+        .request(json!({"op":"history","room":"chat:ttl","id":2}))
+        .await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 3);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let h = c
+        .request(json!({"op":"history","room":"chat:ttl","id":3}))
+        .await;
+    assert_eq!(h["messages"], json!([]), "{h}");
+    assert_eq!(
+        h["offset"], 3,
+        "offsets go on while the room has members: {h}"
+    );
+    let mut late = Client::connect(&hub).await;
+    let ack = subscribe(&mut late, "chat:ttl", Some((&epoch, 1))).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
 }

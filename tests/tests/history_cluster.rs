@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 use switchboard_tests::{Client, RedisServer, TestHub};
 use tokio::time::{sleep, timeout};
@@ -372,4 +373,47 @@ async fn a_user_back_within_the_debounce_produces_no_events_and_a_killed_nodes_m
         users.contains(&"bob") && users.contains(&"watcher"),
         "{list}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_clients_recover_200_messages_each_across_three_nodes_at_once() {
+    let redis = RedisServer::start();
+    let nodes = [node(&redis, "a"), node(&redis, "b"), node(&redis, "c")];
+    ready(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    let mut publisher = Client::connect(&nodes[0]).await;
+    let first = publish_many(&mut publisher, "chat:mass", 1, 200).await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(first["offset"], 200);
+
+    const CLIENTS: usize = 2000;
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for batch in 0..CLIENTS / 100 {
+        let hub = &nodes[batch % 3];
+        clients.extend(join_all((0..100).map(|_| Client::connect(hub))).await);
+    }
+    let started = Instant::now();
+    join_all(clients.iter_mut().map(|c| {
+        let epoch = epoch.clone();
+        async move {
+            let ack = subscribe(c, "chat:mass", Some((&epoch, 0))).await;
+            assert_eq!(ack["recovered"], true, "{ack}");
+            let got = recv_messages(c, "chat:mass", 200).await;
+            assert_eq!(got, (1..=200).map(|i| (i, i)).collect::<Vec<_>>());
+        }
+    }))
+    .await;
+    eprintln!(
+        "{CLIENTS} clients on 3 nodes recovered 200 messages each in {:?}",
+        started.elapsed()
+    );
+    for n in &nodes {
+        let metrics = n.admin("GET", "/metrics", None).await;
+        let evicted = metrics
+            .body
+            .lines()
+            .find(|l| l.starts_with("switchboard_disconnects_total{reason=\"slow_consumer\"}"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(evicted.is_empty() || evicted.ends_with(" 0"), "{evicted}");
+    }
 }

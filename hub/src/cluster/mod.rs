@@ -120,12 +120,59 @@ end
 return {epoch, offset, out}
 "#;
 
+/// A read in flight, awaited by every session that asked for it.
+type SharedRead = futures_util::future::Shared<
+    Pin<Box<dyn Future<Output = Result<Arc<Read>, Unavailable>> + Send>>,
+>;
+
 /// A history room's position and some of its messages, read from Redis.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Read {
     pub(crate) at: Placed,
-    /// Envelopes, oldest first.
-    pub(crate) envelopes: Vec<String>,
+    /// The messages of the read's epoch, oldest first, each encoded once as its `message`
+    /// frame: every session replaying them shares the frames.
+    pub(crate) messages: Vec<Stored>,
+}
+
+/// A history room's message read from its stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) offset: u64,
+    /// The `message` frame, WebSocket header included, and where its JSON text starts.
+    pub(crate) frame: crate::codec::Frame,
+    pub(crate) json_at: usize,
+}
+
+impl Stored {
+    pub(crate) fn json(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.json_at..]).unwrap_or("null")
+    }
+}
+
+/// The stored envelopes (oldest first) of `room` in `epoch` as messages; others are skipped.
+fn stored(room: &str, epoch: &str, envelopes: &[String]) -> Vec<Stored> {
+    envelopes
+        .iter()
+        .filter_map(|text| {
+            let envelope = Envelope::decode(text).ok()?;
+            let offset = envelope.offset?;
+            if envelope.epoch.as_deref() != Some(epoch) || envelope.room != room {
+                return None;
+            }
+            let (frame, json_at) = logged_frame(
+                room,
+                envelope.data,
+                &envelope.from,
+                envelope.user.as_deref(),
+                switchboard_protocol::Position { epoch, offset },
+            );
+            Some(Stored {
+                offset,
+                frame,
+                json_at,
+            })
+        })
+        .collect()
 }
 
 /// How long a cluster publish waits for Redis's reply before it is answered `unavailable`.
@@ -133,6 +180,10 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a subscribe waits for its room's subscription to be confirmed before it is acked
 /// anyway (a frozen Redis must not hold a session forever; readiness reports it meanwhile).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a history read (one script, up to `history_size` messages) may take in Redis.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// History reads in flight per node at most (see `Shared::read`).
+const READS_IN_FLIGHT: usize = 32;
 /// Between two canaries.
 const CANARY_INTERVAL: Duration = Duration::from_secs(1);
 /// A canary not back after this long makes the node unready.
@@ -189,6 +240,9 @@ pub(crate) struct Shared {
     publish_script: redis::Script,
     read_script: redis::Script,
     presence_scripts: presence::Scripts,
+    /// History reads in flight, shared by every session that asks the same (see `read`).
+    reads: Mutex<HashMap<(String, Option<u64>, usize), SharedRead>>,
+    read_permits: tokio::sync::Semaphore,
     /// The node's presence (rooms that track members), its room rules, the changes it hands
     /// the bridge, and the prefix of this process's session ids.
     presence: Mutex<Option<Arc<crate::presence::Presence>>>,
@@ -329,6 +383,8 @@ impl RedisBroker {
             publish_script: redis::Script::new(PUBLISH_SCRIPT),
             read_script: redis::Script::new(READ_SCRIPT),
             presence_scripts: presence::Scripts::default(),
+            reads: Mutex::new(HashMap::new()),
+            read_permits: tokio::sync::Semaphore::new(READS_IN_FLIGHT),
             presence: Mutex::new(None),
             presence_rules: Mutex::new(None),
             changes: Mutex::new(None),
@@ -419,7 +475,47 @@ impl Shared {
 
     /// Reads a history room's position and messages from Redis: from offset `from` on, or
     /// (`from` `None`) the last `count`.
+    ///
+    /// The same read asked by many sessions at once (thousands recovering after a node
+    /// restart, from the room's latest offsets) is made once and shared, and at most
+    /// `READS_IN_FLIGHT` reads are in flight per node, so that a burst of recoveries queues
+    /// here rather than each waiting behind all the others' answers in Redis.
     pub(crate) async fn read(
+        self: &Arc<Self>,
+        room: &str,
+        options: &Arc<RoomOptions>,
+        from: Option<u64>,
+        count: usize,
+    ) -> Result<Arc<Read>, Unavailable> {
+        use futures_util::FutureExt;
+        let key = (room.to_owned(), from, count);
+        let shared = {
+            let mut reads = lock(&self.reads);
+            reads
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let me = self.clone();
+                    let (room, options) = (room.to_owned(), options.clone());
+                    async move {
+                        let read = match me.read_permits.acquire().await {
+                            Ok(_permit) => me
+                                .read_once(&room, &options, from, count)
+                                .await
+                                .map(Arc::new),
+                            Err(_) => Err(Unavailable("the node is stopping".to_owned())),
+                        };
+                        lock(&me.reads).remove(&key);
+                        read
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        shared.await
+    }
+
+    async fn read_once(
         &self,
         room: &str,
         options: &RoomOptions,
@@ -441,7 +537,7 @@ impl Shared {
         };
         invocation.arg(count.max(1)).arg(ttl);
         let read = invocation.invoke_async::<(String, u64, Vec<String>)>(&mut connection);
-        let (epoch, offset, mut envelopes) = tokio::time::timeout(PUBLISH_TIMEOUT, read)
+        let (epoch, offset, mut envelopes) = tokio::time::timeout(READ_TIMEOUT, read)
             .await
             .map_err(|_| Unavailable(format!("redis {} did not answer in time", shard.index)))?
             .map_err(|e| Unavailable(format!("redis {}: {e}", shard.index)))?;
@@ -449,11 +545,11 @@ impl Shared {
             envelopes.reverse();
         }
         Ok(Read {
+            messages: stored(room, &epoch, &envelopes),
             at: Placed {
                 epoch: Arc::from(epoch),
                 offset,
             },
-            envelopes,
         })
     }
 
@@ -1290,7 +1386,7 @@ fn confirm(shard: &Shard, room: &str) {
 }
 
 /// A cluster message from Redis, to this node's members of `room`.
-async fn deliver(shared: &Shared, room: &str, payload: &[u8]) {
+async fn deliver(shared: &Arc<Shared>, room: &str, payload: &[u8]) {
     let Some(broadcaster) = shared.broadcaster.get() else {
         return;
     };
@@ -1353,7 +1449,7 @@ async fn deliver(shared: &Shared, room: &str, payload: &[u8]) {
 /// before it is filled from the room's stream first (or, when the stream no longer has those
 /// messages, announced with `gap`), and a new epoch (the history was lost) is announced with
 /// `gap` too.
-async fn deliver_logged(shared: &Shared, room: &str, envelope: &Envelope<'_>, placed: Placed) {
+async fn deliver_logged(shared: &Arc<Shared>, room: &str, envelope: &Envelope<'_>, placed: Placed) {
     let Some(log) = shared.history.get().and_then(|h| h.get(room)) else {
         // No member of the room here any more.
         return;
@@ -1377,13 +1473,22 @@ async fn deliver_logged(shared: &Shared, room: &str, envelope: &Envelope<'_>, pl
 
 /// Appends a history room's message to its log, waiting while the workers are that far behind.
 async fn append(log: &history::RoomLog, room: &str, envelope: &Envelope<'_>, placed: Placed) {
-    let (mut frame, json_at) = logged_frame(
+    let (frame, json_at) = logged_frame(
         room,
         envelope.data,
         &envelope.from,
         envelope.user.as_deref(),
         placed.position(),
     );
+    append_frame(log, placed, frame, json_at).await;
+}
+
+async fn append_frame(
+    log: &history::RoomLog,
+    placed: Placed,
+    mut frame: crate::codec::Frame,
+    json_at: usize,
+) {
     loop {
         match log.append_at(&placed, frame, json_at) {
             Ok(wake) => return history::wake(wake),
@@ -1397,7 +1502,7 @@ async fn append(log: &history::RoomLog, room: &str, envelope: &Envelope<'_>, pla
 
 /// Fetches a history room's messages `from` to `to` (as far as the stream goes) from Redis and
 /// delivers them; those the stream no longer has are announced with `gap`.
-async fn refill(shared: &Shared, room: &str, log: &history::RoomLog, from: u64, to: u64) {
+async fn refill(shared: &Arc<Shared>, room: &str, log: &history::RoomLog, from: u64, to: u64) {
     let options = log.options().clone();
     let count = (to.saturating_sub(from) + 1).min(options.history_size as u64) as usize;
     let read = match shared.read(room, &options, Some(from), count).await {
@@ -1408,14 +1513,10 @@ async fn refill(shared: &Shared, room: &str, log: &history::RoomLog, from: u64, 
         }
     };
     let mut expected = from;
-    for text in &read.envelopes {
-        let Ok(envelope) = Envelope::decode(text) else {
-            continue;
-        };
-        let (Some(offset), Some(epoch)) = (envelope.offset, envelope.epoch.as_deref()) else {
-            continue;
-        };
-        if *epoch != *read.at.epoch || offset > to {
+    let epoch = &read.at.epoch;
+    for message in &read.messages {
+        let offset = message.offset;
+        if offset > to {
             break;
         }
         if offset > expected {
@@ -1425,16 +1526,16 @@ async fn refill(shared: &Shared, room: &str, log: &history::RoomLog, from: u64, 
         expected = offset + 1;
         if log
             .head()
-            .is_some_and(|h| *h.epoch == *epoch && offset <= h.offset)
+            .is_some_and(|h| h.epoch == *epoch && offset <= h.offset)
         {
             continue;
         }
         metrics().history.refetched.inc();
         let placed = Placed {
-            epoch: read.at.epoch.clone(),
+            epoch: epoch.clone(),
             offset,
         };
-        append(log, room, &envelope, placed).await;
+        append_frame(log, placed, message.frame.clone(), message.json_at).await;
     }
     if expected <= to.min(read.at.offset) {
         gap(shared, room);

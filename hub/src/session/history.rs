@@ -12,16 +12,16 @@
 use std::{collections::VecDeque, rc::Rc, sync::Arc, time::Duration};
 
 use actix::{ActorFutureExt, AsyncContext, WrapFuture};
-use switchboard_protocol::{Envelope, ErrorCode, Member, Position, Recover, ServerFrame};
+use switchboard_protocol::{ErrorCode, Member, Recover, ServerFrame};
 
 use super::{WsContext, WsSession};
 use crate::{
+    cluster::Stored,
     codec::Frame,
     config::RoomOptions,
     history::{Placed, Since},
     metrics::metrics,
     presence::Listed,
-    publish::logged_frame,
 };
 
 /// The most messages one `history` request returns.
@@ -85,7 +85,7 @@ impl WsSession {
         room: String,
         id: Option<u64>,
         recover: Option<(String, u64)>,
-        read: Result<crate::cluster::Read, crate::delivery::Unavailable>,
+        read: Result<Arc<crate::cluster::Read>, crate::delivery::Unavailable>,
         ctx: &mut WsContext,
     ) {
         let read = match read {
@@ -97,13 +97,15 @@ impl WsSession {
             }
         };
         let Some((epoch, offset)) = recover else {
-            return self.settle_subscribe(room, id, Some(read.at), None, VecDeque::new(), ctx);
+            let at = read.at.clone();
+            return self.settle_subscribe(room, id, Some(at), None, VecDeque::new(), ctx);
         };
-        let frames = replay_frames(&room, &read.at, offset, &read.envelopes)
-            .filter(|_| *epoch == *read.at.epoch);
+        let frames =
+            replay_frames(&read.at, offset, &read.messages).filter(|_| *epoch == *read.at.epoch);
         let recovered = frames.is_some();
         let frames = frames.unwrap_or_default();
-        self.settle_subscribe(room, id, Some(read.at), Some(recovered), frames, ctx);
+        let at = read.at.clone();
+        self.settle_subscribe(room, id, Some(at), Some(recovered), frames, ctx);
     }
 
     /// Acks a subscribe to a history room at `at` (none: its position is out of reach), then
@@ -211,12 +213,7 @@ impl WsSession {
         ctx.wait(read.into_actor(self).map(move |read, act, ctx| {
             match read {
                 Ok(read) => {
-                    let texts: Vec<String> = read
-                        .envelopes
-                        .iter()
-                        .filter_map(|text| message_json(&room, text))
-                        .collect();
-                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let texts: Vec<&str> = read.messages.iter().map(|m| m.json()).collect();
                     act.send_history(id, &room, &read.at, &texts);
                 }
                 Err(e) => act.send_error(id, ErrorCode::Unavailable, &e.to_string()),
@@ -286,61 +283,23 @@ impl WsSession {
     }
 }
 
-/// The frames replaying the messages after `offset` up to `at`, from their envelopes (oldest
-/// first), if the envelopes hold every one of them: `None` when some are gone.
-fn replay_frames(
-    room: &str,
-    at: &Placed,
-    offset: u64,
-    envelopes: &[String],
-) -> Option<VecDeque<Rc<Frame>>> {
+/// The frames replaying the messages after `offset` up to `at` (oldest first), if `messages`
+/// hold every one of them: `None` when some are gone.
+fn replay_frames(at: &Placed, offset: u64, messages: &[Stored]) -> Option<VecDeque<Rc<Frame>>> {
     if offset > at.offset {
         return None;
     }
-    let mut frames = VecDeque::with_capacity(envelopes.len());
+    let mut frames = VecDeque::with_capacity(messages.len());
     let mut expected = offset + 1;
-    for text in envelopes {
-        let envelope = Envelope::decode(text).ok()?;
-        let (Some(o), Some(epoch)) = (envelope.offset, envelope.epoch.as_deref()) else {
-            return None;
-        };
-        if o > at.offset {
+    for message in messages {
+        if message.offset > at.offset {
             break;
         }
-        if o != expected || *epoch != *at.epoch {
+        if message.offset != expected {
             return None;
         }
-        let position = Position {
-            epoch: &at.epoch,
-            offset: o,
-        };
-        let (frame, _) = logged_frame(
-            room,
-            envelope.data,
-            &envelope.from,
-            envelope.user.as_deref(),
-            position,
-        );
-        frames.push_back(Rc::new(frame));
+        frames.push_back(Rc::new(message.frame.clone()));
         expected += 1;
     }
     (expected == at.offset + 1).then_some(frames)
-}
-
-/// A stored envelope as the JSON text of its `message` frame.
-fn message_json(room: &str, text: &str) -> Option<String> {
-    let envelope = Envelope::decode(text).ok()?;
-    let (Some(offset), Some(epoch)) = (envelope.offset, envelope.epoch.as_deref()) else {
-        return None;
-    };
-    Some(
-        ServerFrame::Message {
-            room,
-            data: envelope.data,
-            from: &envelope.from,
-            user: envelope.user.as_deref(),
-            at: Some(Position { epoch, offset }),
-        }
-        .encode(),
-    )
 }

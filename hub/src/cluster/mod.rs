@@ -120,6 +120,9 @@ end
 return {epoch, offset, out}
 "#;
 
+/// What a read asks for: the room, the offset to read from (none: the last ones), how many.
+type ReadKey = (String, Option<u64>, usize);
+
 /// A read in flight, awaited by every session that asked for it.
 type SharedRead = futures_util::future::Shared<
     Pin<Box<dyn Future<Output = Result<Arc<Read>, Unavailable>> + Send>>,
@@ -241,7 +244,7 @@ pub(crate) struct Shared {
     read_script: redis::Script,
     presence_scripts: presence::Scripts,
     /// History reads in flight, shared by every session that asks the same (see `read`).
-    reads: Mutex<HashMap<(String, Option<u64>, usize), SharedRead>>,
+    reads: Mutex<HashMap<ReadKey, SharedRead>>,
     read_permits: tokio::sync::Semaphore,
     /// The node's presence (rooms that track members), its room rules, the changes it hands
     /// the bridge, and the prefix of this process's session ids.

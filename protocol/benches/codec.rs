@@ -26,6 +26,7 @@ fn codec(c: &mut Criterion) {
     group.bench_function("encode_message_100b", |b| {
         b.iter(|| {
             ServerFrame::Message {
+                at: None,
                 room: black_box("chat:lobby"),
                 data: black_box(data),
                 from: black_box("1a2b3c4d-17"),
@@ -43,6 +44,8 @@ fn codec(c: &mut Criterion) {
         })
     });
     let envelope = Envelope {
+        epoch: None,
+        kind: Default::default(),
         room: "chat:lobby".into(),
         data,
         from: "1a2b3c4d-17".into(),

@@ -1824,3 +1824,177 @@ fn exact_lengths_match_the_encoding() {
     assert_eq!(frame.exact_len(), Some(text.len()));
     assert_eq!(ServerFrame::Pong { id: Some(1) }.exact_len(), None);
 }
+
+// History rooms, presence and join/leave.
+
+#[test]
+fn subscribe_with_recover_history_and_presence_decode() {
+    let f = decode(r#"{"op":"subscribe","room":"r","id":1,"recover":{"epoch":"e1","offset":7}}"#)
+        .unwrap();
+    assert_eq!(
+        f,
+        ClientFrame::Subscribe {
+            room: Cow::Borrowed("r"),
+            id: Some(1),
+            recover: Some(crate::Recover {
+                epoch: Cow::Borrowed("e1"),
+                offset: 7
+            }),
+        }
+    );
+    let f = decode(r#"{"op":"subscribe","room":"r","recover":null}"#).unwrap();
+    assert!(matches!(f, ClientFrame::Subscribe { recover: None, .. }));
+    for bad in [
+        r#"{"op":"subscribe","room":"r","id":2,"recover":{"epoch":"e"}}"#,
+        r#"{"op":"subscribe","room":"r","id":2,"recover":{"offset":1}}"#,
+        r#"{"op":"subscribe","room":"r","id":2,"recover":{"epoch":1,"offset":1}}"#,
+        r#"{"op":"subscribe","room":"r","id":2,"recover":{"epoch":"e","offset":-1}}"#,
+        r#"{"op":"subscribe","room":"r","id":2,"recover":{"epoch":"e","epoch":"f","offset":1}}"#,
+        r#"{"op":"subscribe","room":"r","id":2,"recover":[1]}"#,
+    ] {
+        let e = decode(bad).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(2), ErrorCode::BadRequest), "{bad}");
+    }
+    assert_eq!(
+        decode(r#"{"op":"history","room":"r","limit":5,"id":3}"#).unwrap(),
+        ClientFrame::History {
+            room: Cow::Borrowed("r"),
+            limit: Some(5),
+            id: Some(3)
+        }
+    );
+    assert!(matches!(
+        decode(r#"{"op":"history","room":"r"}"#).unwrap(),
+        ClientFrame::History { limit: None, .. }
+    ));
+    let e = decode(r#"{"op":"history","room":"r","limit":"5","id":4}"#).unwrap_err();
+    assert_eq!((e.id, e.code), (Some(4), ErrorCode::BadRequest));
+    assert_eq!(
+        decode(r#"{"op":"presence","room":"r","id":5}"#).unwrap(),
+        ClientFrame::Presence {
+            room: Cow::Borrowed("r"),
+            id: Some(5)
+        }
+    );
+    let e = decode(r#"{"op":"presence","id":6}"#).unwrap_err();
+    assert_eq!((e.id, e.code), (Some(6), ErrorCode::BadRequest));
+}
+
+#[test]
+fn history_frames_encode_as_json_with_their_positions() {
+    let data = RawValue::from_string(r#"{"t":1}"#.to_owned()).unwrap();
+    let at = crate::Position {
+        epoch: "ep",
+        offset: 42,
+    };
+    let message = ServerFrame::Message {
+        room: "r",
+        data: &data,
+        from: "s",
+        user: Some("u"),
+        at: Some(at),
+    };
+    let text = message.encode();
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"op":"message","room":"r","data":{"t":1},"from":"s","user":"u","offset":42,"epoch":"ep"})
+    );
+    assert_eq!(message.exact_len(), Some(text.len()));
+    let ack = ServerFrame::AckAt {
+        id: Some(1),
+        at,
+        recovered: Some(true),
+    }
+    .encode();
+    assert_eq!(
+        serde_json::from_str::<Value>(&ack).unwrap(),
+        json!({"op":"ack","id":1,"offset":42,"epoch":"ep","recovered":true})
+    );
+    assert_eq!(
+        ServerFrame::AckUnrecovered { id: None }.encode(),
+        r#"{"op":"ack","recovered":false}"#
+    );
+    let history = ServerFrame::History {
+        id: Some(2),
+        room: "r",
+        at,
+        messages: &[&text, &text],
+    }
+    .encode();
+    let v: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(v["messages"][1]["offset"], 42);
+    assert_eq!(v["offset"], 42);
+    let members = [
+        crate::Member {
+            session: "a",
+            user: None,
+            node: "n1",
+        },
+        crate::Member {
+            session: "b\"",
+            user: Some("bob"),
+            node: "n2",
+        },
+    ];
+    let presence = ServerFrame::Presence {
+        id: None,
+        room: "r",
+        members: &members,
+    }
+    .encode();
+    assert_eq!(
+        serde_json::from_str::<Value>(&presence).unwrap(),
+        json!({"op":"presence","room":"r","members":[{"session":"a","node":"n1"},{"session":"b\"","user":"bob","node":"n2"}]})
+    );
+    let join = ServerFrame::Join {
+        room: "r",
+        session: "s",
+        user: None,
+    }
+    .encode();
+    assert_eq!(join, r#"{"op":"join","room":"r","session":"s"}"#);
+    let leave = ServerFrame::Leave {
+        room: "r",
+        session: "s",
+        user: Some("u"),
+    }
+    .encode();
+    assert_eq!(
+        leave,
+        r#"{"op":"leave","room":"r","session":"s","user":"u"}"#
+    );
+}
+
+#[test]
+fn an_envelope_cut_around_its_position_is_the_envelope_with_that_position() {
+    let data = RawValue::from_string(r#"[1,"two"]"#.to_owned()).unwrap();
+    let mut envelope = Envelope {
+        room: Cow::Borrowed("chat:1"),
+        data: &data,
+        from: Cow::Borrowed("s-1"),
+        user: Some(Cow::Borrowed("u")),
+        scope: Scope::Cluster,
+        node: Cow::Borrowed("n"),
+        offset: None,
+        epoch: None,
+        kind: crate::Kind::Message,
+    };
+    let (head, tail) = envelope.encode_around_position();
+    let joined = format!("{head}17,\"epoch\":\"e9\"{tail}");
+    envelope.offset = Some(17);
+    envelope.epoch = Some(Cow::Borrowed("e9"));
+    assert_eq!(joined, envelope.encode());
+    assert_eq!(Envelope::decode(&joined).unwrap(), envelope);
+    envelope.kind = crate::Kind::Leave;
+    envelope.offset = None;
+    envelope.epoch = None;
+    let text = envelope.encode();
+    assert!(text.contains(r#""kind":"leave""#), "{text}");
+    assert_eq!(Envelope::decode(&text).unwrap(), envelope);
+    assert_eq!(envelope.encoded_len(), text.len());
+    let bad = text.replace("leave", "dance");
+    assert!(matches!(
+        Envelope::decode(&bad),
+        Err(crate::EnvelopeError::Invalid { field: "kind", .. })
+    ));
+}

@@ -148,6 +148,63 @@ fn the_deployment_example_is_valid() {
     .unwrap();
     assert!(c.policy.endpoint("default").unwrap().require_subprotocol);
     assert_eq!(c.policy.endpoint("live").unwrap().mode, Mode::Relay);
+    let chat = c.rooms.of("chat:lobby").unwrap();
+    assert_eq!(chat.history_size, 100);
+    assert!(chat.presence && chat.join_leave);
+}
+
+#[test]
+fn the_first_rooms_table_whose_pattern_matches_gives_the_options() {
+    let c = load(
+        "[[rooms]]\npattern = \"chat:vip\"\npresence = true\n\n\
+         [[rooms]]\npattern = \"chat:*\"\nhistory_size = 50\nhistory_ttl = 60\nleave_debounce = 0.5\n",
+        &[],
+    )
+    .unwrap();
+    let vip = c.rooms.of("chat:vip").unwrap();
+    assert!(vip.presence && !vip.history());
+    assert_eq!(vip.leave_debounce, Duration::from_secs(3), "the default");
+    let chat = c.rooms.of("chat:other").unwrap();
+    assert_eq!(chat.history_size, 50);
+    assert_eq!(chat.history_ttl, Some(Duration::from_secs(60)));
+    assert_eq!(chat.leave_debounce, Duration::from_millis(500));
+    assert!(
+        c.rooms.of("chat").is_none(),
+        "a prefix pattern needs the prefix"
+    );
+    assert!(c.rooms.of("news").is_none());
+    assert!(c.rooms.any_tracking());
+    assert_eq!(c.history_memory_bytes, 256 << 20);
+}
+
+#[test]
+fn bad_rooms_tables_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("[[rooms]]\npattern = \"a*b\"\n", "rooms"),
+        ("[[rooms]]\npattern = \"\"\n", "rooms"),
+        (
+            "[[rooms]]\npattern = \"a\"\nhistory_size = -1\n",
+            "rooms.history_size",
+        ),
+        (
+            "[[rooms]]\npattern = \"a\"\nhistory_ttl = -5\n",
+            "rooms.history_ttl",
+        ),
+        (
+            "[[rooms]]\npattern = \"a\"\nleave_debounce = 7200\n",
+            "rooms.leave_debounce",
+        ),
+        ("history_memory_bytes = 10", "history_memory_bytes"),
+    ] {
+        match load(text, &[]) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        load("[[rooms]]\npattern = \"a\"\nhistroy_size = 5\n", &[]),
+        Err(ConfigError::Parse(_))
+    ));
 }
 
 #[test]

@@ -27,10 +27,11 @@ from collections import defaultdict
 # `switchboard-baseline` is an earlier Switchboard build run beside the current one
 # (scripts/bench's BENCH_BASELINE_BIN), for before/after figures from the same run.
 # `relay` is the calibration relay (bench/peers/relay): the floor a WebSocket relay costs.
+# `switchboard-history` is the current build with every room a history room.
 # `switchboard-cluster-3` is three Switchboard nodes sharing rooms through one Redis.
 CLUSTER = "switchboard-cluster-3"
-TARGET_ORDER = ["switchboard", "switchboard-baseline", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
-RATIO_PEERS = ["switchboard-baseline", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+TARGET_ORDER = ["switchboard", "switchboard-baseline", "switchboard-history", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+RATIO_PEERS = ["switchboard-baseline", "switchboard-history", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
 # What the Cluster table sets the cluster beside.
 CLUSTER_PEERS = ["switchboard", "socketio-redis-2-nodes"]
 

@@ -15,6 +15,7 @@
 
 mod adapters;
 mod connect;
+mod history;
 mod control;
 mod error;
 mod fanout;
@@ -50,6 +51,78 @@ pub enum Scenario {
     Fanout(FanoutArgs),
     /// N idle connections: handshakes per second and server memory per connection.
     Connect(ConnectArgs),
+    /// History rooms (Switchboard only): memory per retained message, and clients recovering
+    /// what they missed all at once.
+    History(HistoryArgs),
+}
+
+/// `history` options.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// WebSocket URL of a Switchboard whose rooms `--room-prefix*` keep at least `--messages`.
+    #[arg(long)]
+    pub url: String,
+    /// The server's process id, for its RSS and CPU time.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Clients recovering at once.
+    #[arg(long, default_value_t = 2000)]
+    pub clients: usize,
+    /// Messages each client recovers.
+    #[arg(long, default_value_t = 200)]
+    pub messages: u64,
+    /// Payload bytes of every message.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// History rooms to fill before the recovery, to measure memory per retained message.
+    #[arg(long, default_value_t = 0)]
+    pub fill_rooms: usize,
+    /// Messages published to each filled room.
+    #[arg(long, default_value_t = 0)]
+    pub fill_messages: usize,
+    /// What the rooms' names start with.
+    #[arg(long, default_value = "history:")]
+    pub room_prefix: String,
+    /// Handshakes in flight at most.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Runtime worker threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Runs the `history` scenario and prints its JSON.
+fn history_main(args: &HistoryArgs) -> ExitCode {
+    if let Err(e) = sys::ensure_open_files(args.clients + 16) {
+        eprintln!("switchboard bench: {e}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .thread_name("bench")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard bench: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match rt.block_on(history::run(args)) {
+        Ok(result) => {
+            println!("{result}");
+            if result["recovery"]["failed"] == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => {
+            eprintln!("switchboard bench: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Which server the clients talk to, and so which wire protocol they speak.
@@ -248,6 +321,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
     let common = match &args.scenario {
         Scenario::Fanout(a) => &a.common,
         Scenario::Connect(a) => &a.common,
+        Scenario::History(a) => return history_main(a),
     };
     if let Err(e) = validate(&args) {
         eprintln!("switchboard bench: {e}");
@@ -289,6 +363,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
                 .saturating_add(a.publishers.saturating_mul(per_publisher))
         }
         Scenario::Connect(a) => a.connections,
+        Scenario::History(a) => a.clients,
     };
     if let Err(e) = sys::ensure_open_files(connections) {
         eprintln!("switchboard bench: {e}");
@@ -348,6 +423,7 @@ fn endpoints(args: &BenchArgs) -> Result<Endpoints, Error> {
     let (common, publish_url) = match &args.scenario {
         Scenario::Fanout(a) => (&a.common, a.publish_url.as_deref()),
         Scenario::Connect(a) => (&a.common, None),
+        Scenario::History(_) => return Err(Error("history has no endpoints of this kind".into())),
     };
     let urls = split_urls(&common.url);
     if urls.len() > 1 {
@@ -446,6 +522,7 @@ fn run(args: &BenchArgs, eps: Endpoints, threads: usize) -> Outcome {
                 Target::Socketio => connect::run::<adapters::SocketIo>(a, eps.main().clone()).await,
                 Target::Ws => connect::run::<adapters::PlainWs>(a, eps.main().clone()).await,
             },
+            Scenario::History(_) => Outcome::failed(Error("history runs on its own".into())),
         }
     });
     rt.shutdown_timeout(Duration::from_secs(5));
@@ -461,6 +538,7 @@ fn validate(args: &BenchArgs) -> Result<(), Error> {
     let common = match &args.scenario {
         Scenario::Fanout(a) => &a.common,
         Scenario::Connect(a) => &a.common,
+        Scenario::History(_) => return Ok(()),
     };
     let positive = |name: &str, v: f64| {
         if v.is_finite() && v > 0.0 {
@@ -509,6 +587,7 @@ fn validate(args: &BenchArgs) -> Result<(), Error> {
                 return Err("--hold must be 0 or a positive number of seconds".into());
             }
         }
+        Scenario::History(_) => {}
     }
     Ok(())
 }

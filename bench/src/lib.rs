@@ -15,10 +15,10 @@
 
 mod adapters;
 mod connect;
-mod history;
 mod control;
 mod error;
 mod fanout;
+mod history;
 mod net;
 mod payload;
 mod progress;

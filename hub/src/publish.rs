@@ -140,18 +140,14 @@ pub(crate) fn publish(
         Route::Cluster((data, from, user)) => {
             // Counted as what the broker reaches: a standalone node's cluster is the node.
             metrics().published(node.broker.reach(), source);
+            let message = Message {
+                room,
+                data,
+                from,
+                user,
+            };
             Ok(node.broker.publish(ClusterPublish {
-                envelope: Envelope {
-                    room: room.into(),
-                    data,
-                    from: from.into(),
-                    user: user.map(Into::into),
-                    scope,
-                    node: node.config.node_id.as_str().into(),
-                    offset: None,
-                    epoch: None,
-                    kind: Default::default(),
-                },
+                envelope: message.envelope(node, scope),
                 frame,
                 except,
                 here: worker.map(|w| w as &dyn Here),
@@ -169,36 +165,38 @@ struct Message<'a> {
     user: Option<&'a str>,
 }
 
+impl<'a> Message<'a> {
+    /// The message as it crosses to other nodes, from this node.
+    fn envelope(&self, node: &'a Node, scope: Scope) -> Envelope<'a> {
+        Envelope {
+            room: self.room.into(),
+            data: self.data,
+            from: self.from.into(),
+            user: self.user.map(Into::into),
+            scope,
+            node: node.config.node_id.as_str().into(),
+            offset: None,
+            epoch: None,
+            kind: Default::default(),
+        }
+    }
+}
+
 /// A publish to a history room. Standalone: appended to the room's log, which gives it its
 /// offset, and delivered from there (at once on the publisher's own worker). Cluster mode: to
 /// the broker, whose Redis script gives the offset and publishes it.
-fn to_history(
-    node: &Node,
+fn to_history<'a>(
+    node: &'a Node,
     worker: Option<&WorkerRooms>,
     options: &Arc<RoomOptions>,
-    message: Message<'_>,
+    message: Message<'a>,
     scope: Scope,
 ) -> Delivery {
-    let Message {
-        room,
-        data,
-        from,
-        user,
-    } = message;
     if node.cluster.is_some() {
         return node.broker.publish_history(
             ClusterPublish {
-                envelope: Envelope {
-                    room: room.into(),
-                    data,
-                    from: from.into(),
-                    user: user.map(Into::into),
-                    scope,
-                    node: node.config.node_id.as_str().into(),
-                    offset: None,
-                    epoch: None,
-                    kind: Default::default(),
-                },
+                envelope: message.envelope(node, scope),
+                // Delivered from the node's subscription only, with the offset Redis gives it.
                 frame: bytes::Bytes::new(),
                 except: None,
                 here: None,
@@ -206,6 +204,12 @@ fn to_history(
             options,
         );
     }
+    let Message {
+        room,
+        data,
+        from,
+        user,
+    } = message;
     let log = node.history.log(room, options);
     let here = worker.map(|w| w.index());
     match log.append_next(here, |at| logged_frame(room, data, from, user, at)) {

@@ -1051,3 +1051,65 @@ impl TestHub {
         http_exchange_at(self.admin_addr, request.as_bytes()).await
     }
 }
+
+/// Subscribes to `room` (request id 1), with `"recover":{"epoch":..,"offset":..}` when given, and
+/// returns the answer.
+pub async fn subscribe_recovering(
+    c: &mut Client,
+    room: &str,
+    recover: Option<(&str, u64)>,
+) -> Value {
+    let mut frame = json!({"op":"subscribe","room":room,"id":1});
+    if let Some((epoch, offset)) = recover {
+        frame["recover"] = json!({"epoch":epoch,"offset":offset});
+    }
+    c.request(frame).await
+}
+
+/// Publishes `{"n":i}` to `room` for `i` from `first` on, `n` of them, pipelined (request id
+/// `i`), and waits for every ack; returns the messages that arrived meanwhile (a publisher that
+/// is a member gets its own) and the last ack.
+pub async fn publish_numbered(
+    c: &mut Client,
+    room: &str,
+    first: u64,
+    n: u64,
+) -> (Vec<Value>, Value) {
+    for i in first..first + n {
+        c.send(json!({"op":"publish","room":room,"data":{"n":i},"id":i}))
+            .await;
+    }
+    let mut messages = Vec::new();
+    let mut last = Value::Null;
+    let mut i = first;
+    while i < first + n {
+        let frame = c.recv().await;
+        if frame["op"] == "message" {
+            messages.push(frame);
+            continue;
+        }
+        assert_eq!(frame["op"], "ack", "{frame}");
+        assert_eq!(frame["id"], i, "{frame}");
+        last = frame;
+        i += 1;
+    }
+    (messages, last)
+}
+
+/// The next `n` frames, which must be messages of `room` with data `{"n":..}`, as
+/// `(offset, n)`; each within 10 s.
+pub async fn recv_numbered(c: &mut Client, room: &str, n: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let m = timeout(Duration::from_secs(10), c.recv())
+            .await
+            .expect("a message in time");
+        assert_eq!(m["op"], "message", "{m}");
+        assert_eq!(m["room"], room, "{m}");
+        got.push((
+            m["offset"].as_u64().unwrap(),
+            m["data"]["n"].as_u64().unwrap(),
+        ));
+    }
+    got
+}

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use serde_json::{json, Value};
-use switchboard_tests::{spread_clients, Client, TestHub};
-use tokio::time::timeout;
+use serde_json::json;
+use switchboard_tests::{
+    publish_numbered, recv_numbered, spread_clients, subscribe_recovering, Client, TestHub,
+};
 
 /// A hub whose rooms `chat:*` keep `size` messages.
 fn hub_with_history(size: usize) -> TestHub {
@@ -20,59 +21,11 @@ fn hub_with_history(size: usize) -> TestHub {
         .start()
 }
 
-/// Subscribes (with `recover` when given) and returns the ack.
-async fn subscribe(c: &mut Client, room: &str, recover: Option<(&str, u64)>) -> Value {
-    let mut frame = json!({"op":"subscribe","room":room,"id":1});
-    if let Some((epoch, offset)) = recover {
-        frame["recover"] = json!({"epoch":epoch,"offset":offset});
-    }
-    c.request(frame).await
-}
-
-/// Publishes `n` messages `{"n":i}` from `first` on, pipelined, and waits for the acks; returns
-/// the messages that arrived meanwhile (a publisher that is a member gets its own).
-async fn publish_many(c: &mut Client, room: &str, first: u64, n: u64) -> Vec<Value> {
-    for i in first..first + n {
-        c.send(json!({"op":"publish","room":room,"data":{"n":i},"id":i}))
-            .await;
-    }
-    let mut messages = Vec::new();
-    let mut i = first;
-    while i < first + n {
-        let frame = c.recv().await;
-        if frame["op"] == "message" {
-            messages.push(frame);
-            continue;
-        }
-        assert_eq!(frame["op"], "ack", "{frame}");
-        assert_eq!(frame["id"], i, "{frame}");
-        i += 1;
-    }
-    messages
-}
-
-/// The next `n` frames, which must be messages of `room`, as (offset, data.n).
-async fn recv_messages(c: &mut Client, room: &str, n: usize) -> Vec<(u64, u64)> {
-    let mut got = Vec::with_capacity(n);
-    for _ in 0..n {
-        let m = timeout(Duration::from_secs(10), c.recv())
-            .await
-            .expect("a message in time");
-        assert_eq!(m["op"], "message", "{m}");
-        assert_eq!(m["room"], room, "{m}");
-        got.push((
-            m["offset"].as_u64().unwrap(),
-            m["data"]["n"].as_u64().unwrap(),
-        ));
-    }
-    got
-}
-
 #[tokio::test]
 async fn messages_and_acks_of_a_history_room_carry_offset_and_epoch_and_history_returns_the_last() {
     let hub = hub_with_history(5);
     let mut member = Client::connect(&hub).await;
-    let ack = subscribe(&mut member, "chat:a", None).await;
+    let ack = subscribe_recovering(&mut member, "chat:a", None).await;
     assert_eq!(ack["op"], "ack");
     assert_eq!(ack["offset"], 0, "a new room starts at 0: {ack}");
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
@@ -98,7 +51,7 @@ async fn messages_and_acks_of_a_history_room_carry_offset_and_epoch_and_history_
         .await;
     assert_eq!(refused["code"], "unsupported", "{refused}");
 
-    publish_many(&mut publisher, "chat:a", 2, 7).await;
+    publish_numbered(&mut publisher, "chat:a", 2, 7).await;
     let h = publisher
         .request(json!({"op":"history","room":"chat:a","limit":3,"id":5}))
         .await;
@@ -134,18 +87,18 @@ async fn messages_and_acks_of_a_history_room_carry_offset_and_epoch_and_history_
 async fn a_subscriber_that_reconnects_with_recover_gets_exactly_what_it_missed_then_live_ones() {
     let hub = hub_with_history(1000);
     let mut member = Client::connect(&hub).await;
-    let ack = subscribe(&mut member, "chat:r", None).await;
+    let ack = subscribe_recovering(&mut member, "chat:r", None).await;
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
     let mut publisher = Client::connect(&hub).await;
-    publish_many(&mut publisher, "chat:r", 1, 10).await;
-    let got = recv_messages(&mut member, "chat:r", 10).await;
+    publish_numbered(&mut publisher, "chat:r", 1, 10).await;
+    let got = recv_numbered(&mut member, "chat:r", 10).await;
     let last = got.last().unwrap().0;
     assert_eq!(last, 10);
     drop(member);
 
-    publish_many(&mut publisher, "chat:r", 11, 500).await;
+    publish_numbered(&mut publisher, "chat:r", 11, 500).await;
     let mut back = Client::connect(&hub).await;
-    let ack = subscribe(&mut back, "chat:r", Some((&epoch, last))).await;
+    let ack = subscribe_recovering(&mut back, "chat:r", Some((&epoch, last))).await;
     assert_eq!(
         ack,
         json!({"op":"ack","id":1,"offset":510,"epoch":epoch,"recovered":true})
@@ -153,14 +106,14 @@ async fn a_subscriber_that_reconnects_with_recover_gets_exactly_what_it_missed_t
     publisher
         .send(json!({"op":"publish","room":"chat:r","data":{"n":511}}))
         .await;
-    let got = recv_messages(&mut back, "chat:r", 501).await;
+    let got = recv_numbered(&mut back, "chat:r", 501).await;
     let expected: Vec<(u64, u64)> = (11..=511).map(|i| (i, i)).collect();
     assert_eq!(got, expected, "the 500 missed, in order, then the live one");
     back.expect_silence(Duration::from_millis(300)).await;
 
     // Recovering from the latest offset: recovered, nothing to replay.
     let mut up_to_date = Client::connect(&hub).await;
-    let ack = subscribe(&mut up_to_date, "chat:r", Some((&epoch, 511))).await;
+    let ack = subscribe_recovering(&mut up_to_date, "chat:r", Some((&epoch, 511))).await;
     assert_eq!(ack["recovered"], true, "{ack}");
     up_to_date.expect_silence(Duration::from_millis(200)).await;
 }
@@ -169,13 +122,13 @@ async fn a_subscriber_that_reconnects_with_recover_gets_exactly_what_it_missed_t
 async fn recovering_from_beyond_the_history_or_from_another_epoch_is_refused_plainly() {
     let hub = hub_with_history(100);
     let mut publisher = Client::connect(&hub).await;
-    let first = subscribe(&mut publisher, "chat:old", None).await;
+    let first = subscribe_recovering(&mut publisher, "chat:old", None).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
-    let seen = publish_many(&mut publisher, "chat:old", 1, 300).await;
-    let _ = recv_messages(&mut publisher, "chat:old", 300 - seen.len()).await;
+    let (seen, _) = publish_numbered(&mut publisher, "chat:old", 1, 300).await;
+    let _ = recv_numbered(&mut publisher, "chat:old", 300 - seen.len()).await;
 
     let mut late = Client::connect(&hub).await;
-    let ack = subscribe(&mut late, "chat:old", Some((&epoch, 10))).await;
+    let ack = subscribe_recovering(&mut late, "chat:old", Some((&epoch, 10))).await;
     assert_eq!(
         ack,
         json!({"op":"ack","id":1,"offset":300,"epoch":epoch,"recovered":false})
@@ -184,20 +137,20 @@ async fn recovering_from_beyond_the_history_or_from_another_epoch_is_refused_pla
     publisher
         .send(json!({"op":"publish","room":"chat:old","data":{"n":301}}))
         .await;
-    assert_eq!(recv_messages(&mut late, "chat:old", 1).await, [(301, 301)]);
+    assert_eq!(recv_numbered(&mut late, "chat:old", 1).await, [(301, 301)]);
 
     // The oldest offset still held (300 - 100 + 1 = 201) recovers from 200.
     let mut edge = Client::connect(&hub).await;
-    let ack = subscribe(&mut edge, "chat:old", Some((&epoch, 201))).await;
+    let ack = subscribe_recovering(&mut edge, "chat:old", Some((&epoch, 201))).await;
     assert_eq!(ack["recovered"], true, "{ack}");
-    assert_eq!(recv_messages(&mut edge, "chat:old", 100).await.len(), 100);
+    assert_eq!(recv_numbered(&mut edge, "chat:old", 100).await.len(), 100);
 
     let mut stranger = Client::connect(&hub).await;
-    let ack = subscribe(&mut stranger, "chat:old", Some(("another", 5))).await;
+    let ack = subscribe_recovering(&mut stranger, "chat:old", Some(("another", 5))).await;
     assert_eq!(ack["recovered"], false, "{ack}");
     assert_eq!(ack["epoch"], epoch.as_str());
     let mut ahead = Client::connect(&hub).await;
-    let ack = subscribe(&mut ahead, "chat:old", Some((&epoch, 5000))).await;
+    let ack = subscribe_recovering(&mut ahead, "chat:old", Some((&epoch, 5000))).await;
     assert_eq!(ack["recovered"], false, "an offset from the future: {ack}");
 }
 
@@ -206,16 +159,16 @@ async fn a_restarted_standalone_node_has_a_new_epoch_and_recovery_across_it_is_r
     let config = "[[rooms]]\npattern = \"chat:*\"\nhistory_size = 50\n";
     let hub = TestHub::builder().config(config).start();
     let mut c = Client::connect(&hub).await;
-    let before = subscribe(&mut c, "chat:e", None).await;
-    let seen = publish_many(&mut c, "chat:e", 1, 3).await;
-    let _ = recv_messages(&mut c, "chat:e", 3 - seen.len()).await;
+    let before = subscribe_recovering(&mut c, "chat:e", None).await;
+    let (seen, _) = publish_numbered(&mut c, "chat:e", 1, 3).await;
+    let _ = recv_numbered(&mut c, "chat:e", 3 - seen.len()).await;
     drop(c);
     drop(hub);
 
     let hub = TestHub::builder().config(config).start();
     let mut c = Client::connect(&hub).await;
     let epoch = before["epoch"].as_str().unwrap();
-    let ack = subscribe(&mut c, "chat:e", Some((epoch, 3))).await;
+    let ack = subscribe_recovering(&mut c, "chat:e", Some((epoch, 3))).await;
     assert_eq!(ack["recovered"], false, "{ack}");
     assert_ne!(ack["epoch"], epoch, "a new epoch after the restart");
     assert_eq!(ack["offset"], 0);
@@ -229,7 +182,7 @@ async fn members_on_every_worker_see_one_order_of_a_history_room_with_publishers
         .start();
     let mut members = spread_clients(&hub, 6).await;
     for m in &mut members {
-        let ack = subscribe(m, "chat:order", None).await;
+        let ack = subscribe_recovering(m, "chat:order", None).await;
         assert_eq!(ack["op"], "ack");
     }
     let mut publishers = spread_clients(&hub, 2).await;
@@ -243,7 +196,7 @@ async fn members_on_every_worker_see_one_order_of_a_history_room_with_publishers
     join_all(sends).await;
     let mut sequences = Vec::new();
     for m in &mut members {
-        let got = recv_messages(m, "chat:order", 2 * EACH as usize).await;
+        let got = recv_numbered(m, "chat:order", 2 * EACH as usize).await;
         let offsets: Vec<u64> = got.iter().map(|g| g.0).collect();
         assert_eq!(offsets, (1..=2 * EACH).collect::<Vec<_>>(), "contiguous");
         sequences.push(got);
@@ -268,12 +221,12 @@ async fn two_thousand_clients_recovering_200_messages_at_once_all_recover_and_no
         .config("[[rooms]]\npattern = \"chat:*\"\nhistory_size = 500\n")
         .start();
     let mut publisher = Client::connect(&hub).await;
-    let ack = subscribe(&mut publisher, "chat:many", None).await;
+    let ack = subscribe_recovering(&mut publisher, "chat:many", None).await;
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
-    let seen = publish_many(&mut publisher, "chat:many", 1, 50).await;
-    let _ = recv_messages(&mut publisher, "chat:many", 50 - seen.len()).await;
+    let (seen, _) = publish_numbered(&mut publisher, "chat:many", 1, 50).await;
+    let _ = recv_numbered(&mut publisher, "chat:many", 50 - seen.len()).await;
     let mut sender = Client::connect(&hub).await;
-    publish_many(&mut sender, "chat:many", 51, 200).await;
+    publish_numbered(&mut sender, "chat:many", 51, 200).await;
 
     const CLIENTS: usize = 2000;
     let mut clients = Vec::with_capacity(CLIENTS);
@@ -286,9 +239,9 @@ async fn two_thousand_clients_recovering_200_messages_at_once_all_recover_and_no
     let recovered = join_all(clients.iter_mut().map(|c| {
         let epoch = epoch.clone();
         async move {
-            let ack = subscribe(c, "chat:many", Some((&epoch, 50))).await;
+            let ack = subscribe_recovering(c, "chat:many", Some((&epoch, 50))).await;
             assert_eq!(ack["recovered"], true, "{ack}");
-            let got = recv_messages(c, "chat:many", 200).await;
+            let got = recv_numbered(c, "chat:many", 200).await;
             assert_eq!(got.first(), Some(&(51, 51)));
             assert_eq!(got.last(), Some(&(250, 250)));
         }
@@ -384,7 +337,7 @@ async fn presence_lists_members_and_join_leave_are_debounced_on_one_node() {
         format!("{}?token={token}", hub.ws_url())
     };
     let mut watcher = Client::open_json(&url("watcher"), &[]).await.unwrap();
-    subscribe(&mut watcher, "lobby", None).await;
+    subscribe_recovering(&mut watcher, "lobby", None).await;
     let me = watcher.session().to_owned();
     let own = watcher.recv().await;
     assert_eq!(
@@ -393,12 +346,12 @@ async fn presence_lists_members_and_join_leave_are_debounced_on_one_node() {
     );
 
     let mut ann = Client::open_json(&url("ann"), &[]).await.unwrap();
-    subscribe(&mut ann, "lobby", None).await;
+    subscribe_recovering(&mut ann, "lobby", None).await;
     let join = watcher.recv().await;
     assert_eq!(join["user"], "ann");
     // A second session of the same user is no second join.
     let mut ann2 = Client::open_json(&url("ann"), &[]).await.unwrap();
-    subscribe(&mut ann2, "lobby", None).await;
+    subscribe_recovering(&mut ann2, "lobby", None).await;
     let list = watcher
         .request(json!({"op":"presence","room":"lobby","id":2}))
         .await;
@@ -417,7 +370,7 @@ async fn presence_lists_members_and_join_leave_are_debounced_on_one_node() {
     drop(ann2);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ann = Client::open_json(&url("ann"), &[]).await.unwrap();
-    subscribe(&mut ann, "lobby", None).await;
+    subscribe_recovering(&mut ann, "lobby", None).await;
     watcher.expect_silence(Duration::from_millis(1500)).await;
 
     // Gone for good: one leave, after the debounce.
@@ -457,10 +410,10 @@ async fn messages_older_than_the_history_ttl_are_gone_and_cannot_be_recovered() 
         .config("[[rooms]]\npattern = \"chat:*\"\nhistory_size = 100\nhistory_ttl = 1\n")
         .start();
     let mut c = Client::connect(&hub).await;
-    let ack = subscribe(&mut c, "chat:ttl", None).await;
+    let ack = subscribe_recovering(&mut c, "chat:ttl", None).await;
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
-    let seen = publish_many(&mut c, "chat:ttl", 1, 3).await;
-    let _ = recv_messages(&mut c, "chat:ttl", 3 - seen.len()).await;
+    let (seen, _) = publish_numbered(&mut c, "chat:ttl", 1, 3).await;
+    let _ = recv_numbered(&mut c, "chat:ttl", 3 - seen.len()).await;
     let h = c
         .request(json!({"op":"history","room":"chat:ttl","id":2}))
         .await;
@@ -475,6 +428,6 @@ async fn messages_older_than_the_history_ttl_are_gone_and_cannot_be_recovered() 
         "offsets go on while the room has members: {h}"
     );
     let mut late = Client::connect(&hub).await;
-    let ack = subscribe(&mut late, "chat:ttl", Some((&epoch, 1))).await;
+    let ack = subscribe_recovering(&mut late, "chat:ttl", Some((&epoch, 1))).await;
     assert_eq!(ack["recovered"], false, "{ack}");
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
-use switchboard_tests::{Client, RedisServer, TestHub};
+use switchboard_tests::{
+    publish_numbered, recv_numbered, subscribe_recovering, Client, RedisServer, TestHub,
+};
 use tokio::time::{sleep, timeout};
 
 const ROOMS: &str = "[[rooms]]\npattern = \"chat:*\"\nhistory_size = 1000\n\n[[rooms]]\npattern = \"lobby:*\"\npresence = true\njoin_leave = true\nleave_debounce = 1.5\n";
@@ -19,48 +21,6 @@ fn node(redis: &RedisServer, id: &str) -> TestHub {
         .set("node_id", id)
         .config(ROOMS)
         .start()
-}
-
-async fn subscribe(c: &mut Client, room: &str, recover: Option<(&str, u64)>) -> Value {
-    let mut frame = json!({"op":"subscribe","room":room,"id":1});
-    if let Some((epoch, offset)) = recover {
-        frame["recover"] = json!({"epoch":epoch,"offset":offset});
-    }
-    c.request(frame).await
-}
-
-/// Publishes `n` messages `{"n":i}` from `first` on (the publisher is no member), pipelined;
-/// returns the last ack.
-async fn publish_many(c: &mut Client, room: &str, first: u64, n: u64) -> Value {
-    for i in first..first + n {
-        c.send(json!({"op":"publish","room":room,"data":{"n":i},"id":i}))
-            .await;
-    }
-    let mut last = Value::Null;
-    for i in first..first + n {
-        let ack = c.recv().await;
-        assert_eq!(ack["op"], "ack", "{ack}");
-        assert_eq!(ack["id"], i, "{ack}");
-        last = ack;
-    }
-    last
-}
-
-/// The next `n` frames, which must be messages of `room`, as (offset, data.n).
-async fn recv_messages(c: &mut Client, room: &str, n: usize) -> Vec<(u64, u64)> {
-    let mut got = Vec::with_capacity(n);
-    for _ in 0..n {
-        let m = timeout(Duration::from_secs(10), c.recv())
-            .await
-            .expect("a message in time");
-        assert_eq!(m["op"], "message", "{m}");
-        assert_eq!(m["room"], room, "{m}");
-        got.push((
-            m["offset"].as_u64().unwrap(),
-            m["data"]["n"].as_u64().unwrap(),
-        ));
-    }
-    got
 }
 
 /// Waits until every node is ready (its Redis link and canary are up).
@@ -80,19 +40,19 @@ async fn a_subscriber_recovers_what_it_missed_on_another_node_exactly_once_in_or
     let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
     ready(&[&a, &b, &c]).await;
     let mut member = Client::connect(&a).await;
-    let ack = subscribe(&mut member, "chat:x", None).await;
+    let ack = subscribe_recovering(&mut member, "chat:x", None).await;
     assert_eq!(ack["offset"], 0, "{ack}");
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
     let mut publisher = Client::connect(&b).await;
-    let last = publish_many(&mut publisher, "chat:x", 1, 5).await;
+    let (_, last) = publish_numbered(&mut publisher, "chat:x", 1, 5).await;
     assert_eq!(last, json!({"op":"ack","id":5,"offset":5,"epoch":epoch}));
-    let got = recv_messages(&mut member, "chat:x", 5).await;
+    let got = recv_numbered(&mut member, "chat:x", 5).await;
     assert_eq!(got, (1..=5).map(|i| (i, i)).collect::<Vec<_>>());
     drop(member);
 
-    publish_many(&mut publisher, "chat:x", 6, 500).await;
+    publish_numbered(&mut publisher, "chat:x", 6, 500).await;
     let mut back = Client::connect(&c).await;
-    let ack = subscribe(&mut back, "chat:x", Some((&epoch, 5))).await;
+    let ack = subscribe_recovering(&mut back, "chat:x", Some((&epoch, 5))).await;
     assert_eq!(
         ack,
         json!({"op":"ack","id":1,"offset":505,"epoch":epoch,"recovered":true})
@@ -100,7 +60,7 @@ async fn a_subscriber_recovers_what_it_missed_on_another_node_exactly_once_in_or
     publisher
         .send(json!({"op":"publish","room":"chat:x","data":{"n":506}}))
         .await;
-    let got = recv_messages(&mut back, "chat:x", 501).await;
+    let got = recv_numbered(&mut back, "chat:x", 501).await;
     assert_eq!(got, (6..=506).map(|i| (i, i)).collect::<Vec<_>>());
     back.expect_silence(Duration::from_millis(300)).await;
 
@@ -119,9 +79,9 @@ async fn a_subscriber_recovers_what_it_missed_on_another_node_exactly_once_in_or
     assert_eq!(offsets, [505, 506]);
 
     // Too old (the stream keeps 1000): recovered:false, with the position.
-    publish_many(&mut publisher, "chat:x", 507, 1200).await;
+    publish_numbered(&mut publisher, "chat:x", 507, 1200).await;
     let mut late = Client::connect(&b).await;
-    let ack = subscribe(&mut late, "chat:x", Some((&epoch, 5))).await;
+    let ack = subscribe_recovering(&mut late, "chat:x", Some((&epoch, 5))).await;
     assert_eq!(
         ack,
         json!({"op":"ack","id":1,"offset":1706,"epoch":epoch,"recovered":false})
@@ -134,7 +94,7 @@ async fn a_lost_subscription_link_is_filled_from_the_stream_in_order_without_a_g
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     ready(&[&a, &b]).await;
     let mut member = Client::connect(&a).await;
-    subscribe(&mut member, "chat:link", None).await;
+    subscribe_recovering(&mut member, "chat:link", None).await;
     let mut publisher = Client::connect(&b).await;
     const N: u64 = 3000;
     let publishing = tokio::spawn(async move {
@@ -192,11 +152,11 @@ async fn redis_restarted_without_its_data_gives_a_new_epoch_and_recovery_across_
     let a = node(&redis, "a");
     ready(&[&a]).await;
     let mut member = Client::connect(&a).await;
-    let ack = subscribe(&mut member, "chat:flush", None).await;
+    let ack = subscribe_recovering(&mut member, "chat:flush", None).await;
     let old = ack["epoch"].as_str().unwrap().to_owned();
     let mut publisher = Client::connect(&a).await;
-    publish_many(&mut publisher, "chat:flush", 1, 3).await;
-    assert_eq!(recv_messages(&mut member, "chat:flush", 3).await.len(), 3);
+    publish_numbered(&mut publisher, "chat:flush", 1, 3).await;
+    assert_eq!(recv_numbered(&mut member, "chat:flush", 3).await.len(), 3);
 
     redis.restart();
     ready(&[&a]).await;
@@ -219,7 +179,7 @@ async fn redis_restarted_without_its_data_gives_a_new_epoch_and_recovery_across_
     assert_eq!(frames.last().unwrap()["epoch"], new.as_str());
 
     let mut back = Client::connect(&a).await;
-    let ack = subscribe(&mut back, "chat:flush", Some((&old, 3))).await;
+    let ack = subscribe_recovering(&mut back, "chat:flush", Some((&old, 3))).await;
     assert_eq!(
         ack,
         json!({"op":"ack","id":1,"offset":1,"epoch":new,"recovered":false})
@@ -232,7 +192,7 @@ async fn presence_and_join_leave_span_the_nodes_and_a_quick_return_is_not_announ
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     ready(&[&a, &b]).await;
     let mut watcher = Client::connect(&a).await;
-    subscribe(&mut watcher, "lobby:1", None).await;
+    subscribe_recovering(&mut watcher, "lobby:1", None).await;
     let me = watcher.session().to_owned();
     let join = timeout(Duration::from_secs(5), watcher.recv())
         .await
@@ -240,7 +200,7 @@ async fn presence_and_join_leave_span_the_nodes_and_a_quick_return_is_not_announ
     assert_eq!(join, json!({"op":"join","room":"lobby:1","session":me}));
 
     let mut other = Client::connect(&b).await;
-    subscribe(&mut other, "lobby:1", None).await;
+    subscribe_recovering(&mut other, "lobby:1", None).await;
     let them = other.session().to_owned();
     let join = timeout(Duration::from_secs(5), watcher.recv())
         .await
@@ -299,14 +259,14 @@ async fn a_user_back_within_the_debounce_produces_no_events_and_a_killed_nodes_m
         format!("{}?token={token}", hub.ws_url())
     };
     let mut watcher = Client::open_json(&url(&a, "watcher"), &[]).await.unwrap();
-    subscribe(&mut watcher, "lobby:2", None).await;
+    subscribe_recovering(&mut watcher, "lobby:2", None).await;
     let own = timeout(Duration::from_secs(5), watcher.recv())
         .await
         .unwrap();
     assert_eq!(own["op"], "join");
 
     let mut bob = Client::open_json(&url(&b, "bob"), &[]).await.unwrap();
-    subscribe(&mut bob, "lobby:2", None).await;
+    subscribe_recovering(&mut bob, "lobby:2", None).await;
     let join = timeout(Duration::from_secs(5), watcher.recv())
         .await
         .unwrap();
@@ -317,12 +277,12 @@ async fn a_user_back_within_the_debounce_produces_no_events_and_a_killed_nodes_m
     drop(bob);
     sleep(Duration::from_millis(300)).await;
     let mut bob = Client::open_json(&url(&a, "bob"), &[]).await.unwrap();
-    subscribe(&mut bob, "lobby:2", None).await;
+    subscribe_recovering(&mut bob, "lobby:2", None).await;
     watcher.expect_silence(Duration::from_millis(2500)).await;
 
     // A node killed outright: its members leave within a minute, announced by the survivors.
     let mut carol = Client::open_json(&url(&b, "carol"), &[]).await.unwrap();
-    subscribe(&mut carol, "lobby:2", None).await;
+    subscribe_recovering(&mut carol, "lobby:2", None).await;
     let join = timeout(Duration::from_secs(5), watcher.recv())
         .await
         .unwrap();
@@ -381,7 +341,7 @@ async fn two_thousand_clients_recover_200_messages_each_across_three_nodes_at_on
     let nodes = [node(&redis, "a"), node(&redis, "b"), node(&redis, "c")];
     ready(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     let mut publisher = Client::connect(&nodes[0]).await;
-    let first = publish_many(&mut publisher, "chat:mass", 1, 200).await;
+    let (_, first) = publish_numbered(&mut publisher, "chat:mass", 1, 200).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
     assert_eq!(first["offset"], 200);
 
@@ -395,9 +355,9 @@ async fn two_thousand_clients_recover_200_messages_each_across_three_nodes_at_on
     join_all(clients.iter_mut().map(|c| {
         let epoch = epoch.clone();
         async move {
-            let ack = subscribe(c, "chat:mass", Some((&epoch, 0))).await;
+            let ack = subscribe_recovering(c, "chat:mass", Some((&epoch, 0))).await;
             assert_eq!(ack["recovered"], true, "{ack}");
-            let got = recv_messages(c, "chat:mass", 200).await;
+            let got = recv_numbered(c, "chat:mass", 200).await;
             assert_eq!(got, (1..=200).map(|i| (i, i)).collect::<Vec<_>>());
         }
     }))

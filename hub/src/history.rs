@@ -641,3 +641,96 @@ pub(crate) fn wake(wake: Vec<Addr<Room>>) {
         addr.do_send(Drain);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn options(size: usize) -> Arc<RoomOptions> {
+        Arc::new(RoomOptions {
+            history_size: size,
+            history_ttl: None,
+            presence: false,
+            join_leave: false,
+            leave_debounce: Duration::ZERO,
+        })
+    }
+
+    fn append(log: &RoomLog) -> Result<Placed, Full> {
+        log.append_next(None, |at| (Bytes::from(at.offset.to_string()), 0))
+            .map(|(placed, _)| placed)
+    }
+
+    #[test]
+    fn undelivered_entries_are_bounded_and_a_worker_pulling_makes_room() {
+        let history = History::new(true, 1 << 20, 2, "t".into());
+        let log = history.attach("r", &options(1), 0);
+        append(&log).unwrap();
+        append(&log).unwrap();
+        assert!(
+            append(&log).is_err(),
+            "two undelivered: the publisher waits"
+        );
+        let (pulled, head) = log.pull(0);
+        assert_eq!(pulled.entries.len(), 2);
+        assert_eq!(head.offset, 2);
+        assert_eq!(append(&log).unwrap().offset, 3);
+        // History keeps one; a worker that leaves no longer holds entries back.
+        log.unregister(0);
+        assert_eq!(log.len(), 1);
+    }
+
+    #[test]
+    fn recovery_holds_every_message_after_the_offset_or_says_it_cannot() {
+        let history = History::new(true, 1 << 20, 100, "t".into());
+        let log = history.log("r", &options(3));
+        for _ in 0..5 {
+            append(&log).unwrap();
+        }
+        let epoch = log.position().epoch;
+        match log.since(&epoch, 2, 3) {
+            Since::Recovered(entries, head) => {
+                let offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
+                assert_eq!(offsets, [3, 4, 5]);
+                assert_eq!(head.offset, 5);
+            }
+            Since::Lost(_) => panic!("3..=5 are held"),
+        }
+        assert!(
+            matches!(log.since(&epoch, 1, 3), Since::Lost(_)),
+            "2 is gone"
+        );
+        assert!(matches!(log.since("other", 4, 3), Since::Lost(_)));
+        assert!(matches!(log.since(&epoch, 9, 3), Since::Lost(_)));
+        assert!(matches!(log.since(&epoch, 5, 3), Since::Recovered(v, _) if v.is_empty()));
+        let (last, _) = log.last(2);
+        assert_eq!(last.iter().map(|e| e.offset).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn over_the_budget_the_least_recently_published_rooms_lose_their_history_first() {
+        let history = History::new(true, 3 * (ENTRY_OVERHEAD + 1), 100, "t".into());
+        let old = history.log("old", &options(10));
+        append(&old).unwrap();
+        append(&old).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let new = history.log("new", &options(10));
+        append(&new).unwrap();
+        append(&new).unwrap();
+        assert!(history.over_budget());
+        history.sweep();
+        assert!(!history.over_budget());
+        assert_eq!(old.len(), 0, "the older room's history went");
+        assert_eq!(new.len(), 2);
+        // A log left with nothing is forgotten: made again, it is a new history.
+        let epoch = old.position().epoch;
+        history.sweep();
+        assert_ne!(history.log("old", &options(10)).position().epoch, epoch);
+    }
+}

@@ -19,7 +19,7 @@ use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
     codec::Frame,
-    history::{Entry, RoomLog},
+    history::{Entry, Placed, RoomLog},
     messages::Fanout,
     metrics::{metrics, Drop as Dropped},
     outbox::{Refused, SharedOutbox},
@@ -170,8 +170,10 @@ pub(crate) struct WorkerLog {
     worker: usize,
     members: Members,
     special: RefCell<HashMap<SessionId, Special>>,
-    /// The epoch of the entries delivered last: a new one voids the members' floors.
+    /// The epoch and offset of the entry delivered last: a new epoch voids the members'
+    /// floors, and a floor at or below the offset is not needed (those entries are gone by).
     epoch: RefCell<Arc<str>>,
+    last: std::cell::Cell<u64>,
     /// Entries a held member may have waiting; more and it is evicted (it is that slow).
     hold_max: usize,
 }
@@ -201,6 +203,7 @@ impl WorkerLog {
             members,
             special: RefCell::default(),
             epoch: RefCell::new(Arc::from("")),
+            last: std::cell::Cell::new(0),
             hold_max,
         }
     }
@@ -234,6 +237,7 @@ impl WorkerLog {
                 *epoch = entry.epoch.clone();
             }
         }
+        self.last.set(entry.offset);
         let members = self.members.borrow();
         if special.is_empty() {
             fan_out(&members, &frame, None).record();
@@ -272,19 +276,22 @@ impl WorkerLog {
         self.special.borrow_mut().entry(id).or_default().held = Some(Vec::new());
     }
 
-    /// The member takes entries after `floor` (all, with `None`) from now on; what was held
-    /// for it past the floor is returned, in order, for the session to queue.
-    pub(crate) fn settle(&self, id: SessionId, floor: Option<u64>) -> Vec<Rc<Frame>> {
+    /// The member takes entries after `at` (all, with `None`) from now on; what was held for
+    /// it past `at` is returned, in order, for the session to queue.
+    pub(crate) fn settle(&self, id: SessionId, at: Option<&Placed>) -> Vec<Rc<Frame>> {
+        let floor = at.map(|at| at.offset);
+        // A floor this worker has delivered past, in the same epoch, needs no check per entry:
+        // the entries up to it will not come again, so the member takes the plain fan-out loop.
+        let needed =
+            at.is_some_and(|at| *self.epoch.borrow() != at.epoch || at.offset > self.last.get());
         let mut special = self.special.borrow_mut();
-        let Some(s) = special.get_mut(&id) else {
-            if floor.is_some() {
-                special.insert(id, Special { floor, held: None });
-            }
-            return Vec::new();
+        let held = match special.get_mut(&id) {
+            Some(s) => s.held.take().unwrap_or_default(),
+            None => Vec::new(),
         };
-        let held = s.held.take().unwrap_or_default();
-        s.floor = floor;
-        if floor.is_none() {
+        if needed {
+            special.insert(id, Special { floor, held: None });
+        } else {
             special.remove(&id);
         }
         held.into_iter()
@@ -485,6 +492,75 @@ mod tests {
         // A publish dropped unhandled (its publisher ended while waiting) counts too.
         drop(abandoned);
         assert!(mode.direct());
+    }
+
+    /// A history room's worker side: a held member gets what arrived while it was held, past
+    /// its position and in order, and nothing twice; a floor skips what its ack covered.
+    #[test]
+    fn a_held_member_gets_what_came_after_its_position_once_and_in_order() {
+        use crate::{
+            config::RoomOptions,
+            history::{History, Placed},
+        };
+        let options = Arc::new(RoomOptions {
+            history_size: 100,
+            history_ttl: None,
+            presence: false,
+            join_leave: false,
+            leave_debounce: std::time::Duration::ZERO,
+        });
+        let history = History::new(true, 1 << 20, 64, "test".into());
+        let log = history.attach("chat", &options, 0);
+        let members = Members::default();
+        let worker = WorkerLog::new(log.clone(), 0, members.clone(), 16);
+        let append = |n: u64| {
+            log.append_next(None, |at| {
+                let text = format!("{n}@{}", at.offset);
+                (Bytes::from(text.into_bytes()), 0)
+            })
+            .unwrap()
+        };
+        let old = Outbox::new(64, 1 << 20);
+        members.borrow_mut().insert(SessionId(1), old.clone());
+        append(1);
+        assert!(!worker.drain().more);
+        assert_eq!(old.borrow().len_frames(), 1);
+
+        // A new member, held while its position is read (2, once these two are in).
+        let new = Outbox::new(64, 1 << 20);
+        members.borrow_mut().insert(SessionId(2), new.clone());
+        worker.hold(SessionId(2));
+        append(2);
+        let (placed, _) = append(3);
+        assert_eq!(placed.offset, 3);
+        append(4);
+        let _ = worker.drain();
+        assert_eq!(old.borrow().len_frames(), 4, "the others are not held up");
+        assert_eq!(new.borrow().len_frames(), 0, "held");
+        let at = Placed {
+            epoch: placed.epoch.clone(),
+            offset: 3,
+        };
+        let held = worker.settle(SessionId(2), Some(&at));
+        let held: Vec<&[u8]> = held.iter().map(|f| &f[..]).collect();
+        assert_eq!(held, [&b"4@4"[..]], "only what came after its position");
+        append(5);
+        let _ = worker.drain();
+        assert_eq!(new.borrow().len_frames(), 1, "then live, directly");
+
+        // A member whose ack named a position this worker has not delivered yet skips up to it.
+        append(6);
+        let late = Outbox::new(64, 1 << 20);
+        members.borrow_mut().insert(SessionId(3), late.clone());
+        let at = Placed {
+            epoch: placed.epoch.clone(),
+            offset: 6,
+        };
+        assert!(worker.settle(SessionId(3), Some(&at)).is_empty());
+        append(7);
+        let _ = worker.drain();
+        assert_eq!(late.borrow().len_frames(), 1, "6 is skipped, 7 arrives");
+        assert_eq!(old.borrow().len_frames(), 7);
     }
 
     #[actix_rt::test]

@@ -243,7 +243,12 @@ impl WorkerRooms {
 
     /// The member of a history room takes entries after `floor` from now on; what was held
     /// for it meanwhile (past the floor) is returned, in order. Empty when it is no member.
-    pub(crate) fn settle(&self, id: SessionId, room: &str, floor: Option<u64>) -> Vec<Rc<Frame>> {
+    pub(crate) fn settle(
+        &self,
+        id: SessionId,
+        room: &str,
+        floor: Option<&crate::history::Placed>,
+    ) -> Vec<Rc<Frame>> {
         let rooms = self.rooms.borrow();
         match rooms.get(room).and_then(|r| r.log.as_ref()) {
             Some(log) if r_has(&rooms, room, id) => log.settle(id, floor),

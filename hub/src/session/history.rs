@@ -133,8 +133,7 @@ impl WsSession {
             None if recovered.is_some() => self.send(&ServerFrame::AckUnrecovered { id }),
             _ => self.ack(id),
         }
-        let floor = at.map(|at| at.offset);
-        self.replay(room, frames, floor, ctx);
+        self.replay(room, frames, at, ctx);
     }
 
     /// Queues `frames` as the outbox makes room, then settles the member at `floor`.
@@ -142,7 +141,7 @@ impl WsSession {
         &mut self,
         room: String,
         mut frames: VecDeque<Rc<Frame>>,
-        floor: Option<u64>,
+        floor: Option<Placed>,
         ctx: &mut WsContext,
     ) {
         let mut delivered = 0;
@@ -172,7 +171,7 @@ impl WsSession {
             }
         }
         metrics().delivered.inc_by(delivered);
-        let held = self.worker.settle(self.id, &room, floor);
+        let held = self.worker.settle(self.id, &room, floor.as_ref());
         let mut out = self.out.borrow_mut();
         for frame in held {
             if out.deliver(&frame).is_err() {

@@ -13,7 +13,10 @@
 //! - `room.rs`: the `Room` actor, one per room per worker, fanning out to that worker's members.
 //! - `broadcaster.rs`: `Broadcaster`, which workers have members of which room; raises
 //!   "room active" and "room idle" for the node.
+//! - `history.rs`: room logs, the one order of a history room's messages on the node (and
+//!   standalone, its history), which workers pull from.
 //! - `delivery.rs`: `Delivery`, a frame handed to room actors, with the one wait policy.
+//! - `presence.rs`: who is in the rooms that track members; `join` and `leave` frames.
 //! - `broker.rs`: the `Broker` seam behind `cluster` scope, and `LocalBroker`, its standalone form.
 //! - `node.rs`: [`Node`], the state every worker shares (config, broadcaster, broker, sessions).
 //! - `worker.rs`: `WorkerRooms`, the rooms, sessions and heartbeat of one worker thread: the one

@@ -106,7 +106,10 @@ impl Node {
             shared.set_history(history.clone());
             if config.rooms.any_tracking() {
                 let (changes, receiver) = tokio::sync::mpsc::channel(CHANGES_CAPACITY);
-                presence.set_bridge(changes, shared.clone());
+                presence.set_bridge(
+                    changes,
+                    Arc::new(crate::cluster::RedisLists(shared.clone())),
+                );
                 shared.set_presence(
                     presence.clone(),
                     config.rooms.clone(),

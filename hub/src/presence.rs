@@ -48,6 +48,12 @@ pub(crate) enum Listed {
     Later(Pin<Box<dyn Future<Output = Result<Vec<Row>, Unavailable>>>>),
 }
 
+/// Where a cluster's presence lists come from (the cluster bridge, from Redis).
+pub(crate) trait Lists: Send + Sync + std::fmt::Debug {
+    /// The members of `room` on every node.
+    fn list(&self, room: String) -> Pin<Box<dyn Future<Output = Result<Vec<Row>, Unavailable>>>>;
+}
+
 /// A change of a tracked room's membership on this node, for the cluster bridge.
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
@@ -82,7 +88,7 @@ pub(crate) struct Presence {
     leaving: Mutex<HashMap<(String, String), Leaving>>,
     next_token: AtomicU64,
     /// Cluster mode: where changes go, and the bridge that answers presence lists.
-    bridge: OnceLock<(mpsc::Sender<Change>, Arc<crate::cluster::Shared>)>,
+    bridge: OnceLock<(mpsc::Sender<Change>, Arc<dyn Lists>)>,
 }
 
 #[derive(Debug, Default)]
@@ -119,12 +125,8 @@ impl Presence {
     }
 
     /// Cluster mode: changes go to the bridge, which keeps presence in Redis.
-    pub(crate) fn set_bridge(
-        &self,
-        changes: mpsc::Sender<Change>,
-        shared: Arc<crate::cluster::Shared>,
-    ) {
-        let _ = self.bridge.set((changes, shared));
+    pub(crate) fn set_bridge(&self, changes: mpsc::Sender<Change>, lists: Arc<dyn Lists>) {
+        let _ = self.bridge.set((changes, lists));
     }
 
     fn options(&self, room: &str) -> Option<&Arc<RoomOptions>> {
@@ -136,10 +138,8 @@ impl Presence {
 
     /// The members of `room`.
     pub(crate) fn list(&self, room: &str) -> Listed {
-        if let Some((_, shared)) = self.bridge.get() {
-            let shared = shared.clone();
-            let room = room.to_owned();
-            return Listed::Later(Box::pin(async move { shared.presence_list(&room).await }));
+        if let Some((_, lists)) = self.bridge.get() {
+            return Listed::Later(lists.list(room.to_owned()));
         }
         let rooms = lock(&self.rooms);
         let rows = rooms.get(room).map_or_else(Vec::new, |members| {

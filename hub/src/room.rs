@@ -19,7 +19,6 @@ use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
     codec::Frame,
-    history::{Entry, Placed, RoomLog},
     messages::Fanout,
     metrics::{metrics, Drop as Dropped},
     outbox::{Refused, SharedOutbox},
@@ -94,7 +93,7 @@ pub(crate) struct Room {
     /// Publishes fanned out since the room last yielded its thread.
     burst: usize,
     /// A history room's worker side: what the room delivers on `Drain`.
-    log: Option<Rc<WorkerLog>>,
+    log: Option<Rc<dyn Drains>>,
 }
 
 /// Publishes a room fans out before it yields its worker thread.
@@ -124,7 +123,7 @@ impl Room {
     pub(crate) fn start_with(
         members: Members,
         capacity: usize,
-        log: Option<Rc<WorkerLog>>,
+        log: Option<Rc<dyn Drains>>,
     ) -> Addr<Room> {
         Room::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
@@ -135,6 +134,13 @@ impl Room {
             }
         })
     }
+}
+
+/// A history room's side on one worker (`history::WorkerLog`), which its room actor drains on
+/// [`Drain`].
+pub(crate) trait Drains: std::fmt::Debug {
+    /// Delivers what this worker has not delivered yet, up to one batch; true if more wait.
+    fn drain_batch(&self) -> bool;
 }
 
 /// To a history [`Room`]: its log has messages this worker has not delivered yet. At most one
@@ -148,7 +154,7 @@ impl Handler<Drain> for Room {
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
         let Some(log) = &self.log else { return };
-        if log.drain().more {
+        if log.drain_batch() {
             // More than one batch: the rest on the room's next turn, after the worker's other
             // tasks (its members' writers) have had theirs.
             ctx.wait(wrap_future(tokio::task::yield_now()));
@@ -157,163 +163,14 @@ impl Handler<Drain> for Room {
     }
 }
 
-/// A history room's members on one worker, as its log's entries reach them.
-///
-/// Most members take every entry. A member that just subscribed skips the entries up to the
-/// position its ack named (`floor`: they reach this worker after the ack was decided), and a
-/// member that is being replayed what it missed is *held*: entries wait in its own list until
-/// the replay is done, so that the missed messages come first, then the live ones, without a
-/// gap or a duplicate.
-#[derive(Debug)]
-pub(crate) struct WorkerLog {
-    pub(crate) log: Arc<RoomLog>,
-    worker: usize,
-    members: Members,
-    special: RefCell<HashMap<SessionId, Special>>,
-    /// The epoch and offset of the entry delivered last: a new epoch voids the members'
-    /// floors, and a floor at or below the offset is not needed (those entries are gone by).
-    epoch: RefCell<Arc<str>>,
-    last: std::cell::Cell<u64>,
-    /// Entries a held member may have waiting; more and it is evicted (it is that slow).
-    hold_max: usize,
-}
-
-/// What [`WorkerLog::drain`] left.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Drained {
-    /// More entries wait for this worker.
-    pub(crate) more: bool,
-    /// ... and no `Drain` is on its way to the room actor: the caller sends one.
-    pub(crate) wake: bool,
-}
-
-#[derive(Debug, Default)]
-struct Special {
-    /// Entries up to this offset are not for this member.
-    floor: Option<u64>,
-    /// Entries waiting for the member's replay to end, with their offsets.
-    held: Option<Vec<(u64, Rc<Frame>)>>,
-}
-
-impl WorkerLog {
-    pub(crate) fn new(log: Arc<RoomLog>, worker: usize, members: Members, hold_max: usize) -> Self {
-        WorkerLog {
-            log,
-            worker,
-            members,
-            special: RefCell::default(),
-            epoch: RefCell::new(Arc::from("")),
-            last: std::cell::Cell::new(0),
-            hold_max,
-        }
-    }
-
-    /// Delivers what this worker has not delivered yet, up to one batch.
-    pub(crate) fn drain(&self) -> Drained {
-        let (pulled, _) = self.log.pull(self.worker);
-        let drained = Drained {
-            more: pulled.more,
-            wake: pulled.wake,
-        };
-        for entry in pulled.entries {
-            self.deliver(entry);
-        }
-        drained
-    }
-
-    fn deliver(&self, entry: Entry) {
-        let frame = Rc::new(entry.frame);
-        let mut special = self.special.borrow_mut();
-        {
-            let mut epoch = self.epoch.borrow_mut();
-            if **epoch != *entry.epoch {
-                // A floor belongs to the epoch it was read in; a new epoch (the history was
-                // lost) voids it. The first entry only tells the worker which epoch it is in.
-                if !epoch.is_empty() {
-                    for s in special.values_mut() {
-                        s.floor = None;
-                    }
-                }
-                *epoch = entry.epoch.clone();
-            }
-        }
-        self.last.set(entry.offset);
-        let members = self.members.borrow();
-        if special.is_empty() {
-            fan_out(&members, &frame, None).record();
-            return;
-        }
-        let mut tally = Tally::default();
-        for (id, outbox) in members.iter() {
-            if let Some(s) = special.get_mut(id) {
-                if s.floor.is_some_and(|floor| entry.offset <= floor) {
-                    continue;
-                }
-                if let Some(held) = &mut s.held {
-                    if held.len() >= self.hold_max {
-                        outbox.borrow_mut().evict();
-                        tally.overflowed += 1;
-                    } else {
-                        held.push((entry.offset, frame.clone()));
-                    }
-                    continue;
-                }
-            }
-            let mut outbox = outbox.borrow_mut();
-            match outbox.deliver(&frame) {
-                Ok(()) => tally.delivered += 1,
-                Err(Refused::Overflow) => tally.overflowed += 1,
-                Err(Refused::Evicted) => tally.refused += 1,
-            }
-        }
-        // A floor this entry passed has done its work.
-        special.retain(|_, s| s.held.is_some() || s.floor.is_some_and(|f| f > entry.offset));
-        tally.record();
-    }
-
-    /// The member's entries wait (in its own list) until [`WorkerLog::settle`].
-    pub(crate) fn hold(&self, id: SessionId) {
-        self.special.borrow_mut().entry(id).or_default().held = Some(Vec::new());
-    }
-
-    /// The member takes entries after `at` (all, with `None`) from now on; what was held for
-    /// it past `at` is returned, in order, for the session to queue.
-    pub(crate) fn settle(&self, id: SessionId, at: Option<&Placed>) -> Vec<Rc<Frame>> {
-        let floor = at.map(|at| at.offset);
-        // A floor this worker has delivered past, in the same epoch, needs no check per entry:
-        // the entries up to it will not come again, so the member takes the plain fan-out loop.
-        let needed =
-            at.is_some_and(|at| *self.epoch.borrow() != at.epoch || at.offset > self.last.get());
-        let mut special = self.special.borrow_mut();
-        let held = match special.get_mut(&id) {
-            Some(s) => s.held.take().unwrap_or_default(),
-            None => Vec::new(),
-        };
-        if needed {
-            special.insert(id, Special { floor, held: None });
-        } else {
-            special.remove(&id);
-        }
-        held.into_iter()
-            .filter(|(offset, _)| floor.is_none_or(|f| *offset > f))
-            .map(|(_, frame)| frame)
-            .collect()
-    }
-
-    /// The member left.
-    pub(crate) fn forget(&self, id: SessionId) {
-        self.special.borrow_mut().remove(&id);
-    }
-}
-
 /// What one fan-out did: deliveries made, members found full (now evicted), members already
 /// evicted.
 #[derive(Debug, Default, Clone, Copy)]
 #[must_use]
 pub(crate) struct Tally {
-    delivered: u64,
-    overflowed: u64,
-    refused: u64,
+    pub(crate) delivered: u64,
+    pub(crate) overflowed: u64,
+    pub(crate) refused: u64,
     /// Frames in the fullest member outbox after the delivery.
     pub(crate) fullest: usize,
 }
@@ -492,75 +349,6 @@ mod tests {
         // A publish dropped unhandled (its publisher ended while waiting) counts too.
         drop(abandoned);
         assert!(mode.direct());
-    }
-
-    /// A history room's worker side: a held member gets what arrived while it was held, past
-    /// its position and in order, and nothing twice; a floor skips what its ack covered.
-    #[test]
-    fn a_held_member_gets_what_came_after_its_position_once_and_in_order() {
-        use crate::{
-            config::RoomOptions,
-            history::{History, Placed},
-        };
-        let options = Arc::new(RoomOptions {
-            history_size: 100,
-            history_ttl: None,
-            presence: false,
-            join_leave: false,
-            leave_debounce: std::time::Duration::ZERO,
-        });
-        let history = History::new(true, 1 << 20, 64, "test".into());
-        let log = history.attach("chat", &options, 0);
-        let members = Members::default();
-        let worker = WorkerLog::new(log.clone(), 0, members.clone(), 16);
-        let append = |n: u64| {
-            log.append_next(None, |at| {
-                let text = format!("{n}@{}", at.offset);
-                (Bytes::from(text.into_bytes()), 0)
-            })
-            .unwrap()
-        };
-        let old = Outbox::new(64, 1 << 20);
-        members.borrow_mut().insert(SessionId(1), old.clone());
-        append(1);
-        assert!(!worker.drain().more);
-        assert_eq!(old.borrow().len_frames(), 1);
-
-        // A new member, held while its position is read (2, once these two are in).
-        let new = Outbox::new(64, 1 << 20);
-        members.borrow_mut().insert(SessionId(2), new.clone());
-        worker.hold(SessionId(2));
-        append(2);
-        let (placed, _) = append(3);
-        assert_eq!(placed.offset, 3);
-        append(4);
-        let _ = worker.drain();
-        assert_eq!(old.borrow().len_frames(), 4, "the others are not held up");
-        assert_eq!(new.borrow().len_frames(), 0, "held");
-        let at = Placed {
-            epoch: placed.epoch.clone(),
-            offset: 3,
-        };
-        let held = worker.settle(SessionId(2), Some(&at));
-        let held: Vec<&[u8]> = held.iter().map(|f| &f[..]).collect();
-        assert_eq!(held, [&b"4@4"[..]], "only what came after its position");
-        append(5);
-        let _ = worker.drain();
-        assert_eq!(new.borrow().len_frames(), 1, "then live, directly");
-
-        // A member whose ack named a position this worker has not delivered yet skips up to it.
-        append(6);
-        let late = Outbox::new(64, 1 << 20);
-        members.borrow_mut().insert(SessionId(3), late.clone());
-        let at = Placed {
-            epoch: placed.epoch.clone(),
-            offset: 6,
-        };
-        assert!(worker.settle(SessionId(3), Some(&at)).is_empty());
-        append(7);
-        let _ = worker.drain();
-        assert_eq!(late.borrow().len_frames(), 1, "6 is skipped, 7 arrives");
-        assert_eq!(old.borrow().len_frames(), 7);
     }
 
     #[actix_rt::test]

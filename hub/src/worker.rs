@@ -25,10 +25,11 @@ use crate::{
     codec::Frame,
     delivery::{Here, Local},
     events::MembershipEvent,
+    history::WorkerLog,
     metrics::metrics,
     node::{Node, SessionInfo},
     outbox::SharedOutbox,
-    room::{fan_out, Members, Mode, Room, WorkerLog},
+    room::{fan_out, Members, Mode, Room},
     RoomName, SessionId,
 };
 
@@ -195,7 +196,7 @@ impl WorkerRooms {
                 let addr = Room::start_with(
                     members.clone(),
                     self.node.config.room_queue_capacity,
-                    log.clone(),
+                    log.clone().map(|l| l as Rc<dyn crate::room::Drains>),
                 );
                 if let Some(log) = &log {
                     log.log.set_room(self.index, addr.clone());

@@ -189,8 +189,8 @@ async fn redis_restarted_without_its_data_gives_a_new_epoch_and_recovery_across_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_join_leave_span_the_nodes_and_a_quick_return_is_not_announced() {
     let redis = RedisServer::start();
-    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    ready(&[&a, &b]).await;
+    let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
+    ready(&[&a, &b, &c]).await;
     let mut watcher = Client::connect(&a).await;
     subscribe_recovering(&mut watcher, "lobby:1", None).await;
     let me = watcher.session().to_owned();
@@ -207,6 +207,13 @@ async fn presence_and_join_leave_span_the_nodes_and_a_quick_return_is_not_announ
         .unwrap();
     assert_eq!(join, json!({"op":"join","room":"lobby:1","session":them}));
 
+    let mut third = Client::connect(&c).await;
+    subscribe_recovering(&mut third, "lobby:1", None).await;
+    let join = timeout(Duration::from_secs(5), watcher.recv())
+        .await
+        .unwrap();
+    assert_eq!(join["session"], third.session());
+
     let list = watcher
         .request(json!({"op":"presence","room":"lobby:1","id":2}))
         .await;
@@ -222,7 +229,11 @@ async fn presence_and_join_leave_span_the_nodes_and_a_quick_return_is_not_announ
         })
         .collect();
     members.sort();
-    let mut expected = vec![(me.clone(), "a".to_owned()), (them.clone(), "b".to_owned())];
+    let mut expected = vec![
+        (me.clone(), "a".to_owned()),
+        (them.clone(), "b".to_owned()),
+        (third.session().to_owned(), "c".to_owned()),
+    ];
     expected.sort();
     assert_eq!(members, expected, "{list}");
     let refused = watcher

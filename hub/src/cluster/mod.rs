@@ -45,6 +45,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 mod link;
 mod presence;
 
+pub(crate) use self::presence::RedisLists;
+
 use self::link::{Push, SubscriptionLink};
 use crate::{
     broadcaster::Broadcaster,

@@ -28,8 +28,22 @@ use tokio::sync::mpsc;
 use super::{lock, Shard, Shared, PUBLISH_TIMEOUT};
 use crate::{
     delivery::Unavailable,
-    presence::{user_key, Change, Row},
+    presence::{user_key, Change, Lists, Row},
 };
+
+/// A cluster's presence lists, from Redis.
+#[derive(Debug)]
+pub(crate) struct RedisLists(pub(crate) Arc<Shared>);
+
+impl Lists for RedisLists {
+    fn list(
+        &self,
+        room: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Row>, Unavailable>>>> {
+        let shared = self.0.clone();
+        Box::pin(async move { shared.presence_list(&room).await })
+    }
+}
 
 /// Between two sweeps for the members of nodes that are gone.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,9 +51,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 const LEAVING_SLACK_MS: u64 = 60_000;
 
 /// `KEYS`: presence, users, leaving, the node's rooms, the nodes. `ARGV`: session, value, user
-/// key, room, node. Returns 1 when the user is new in the room (announce a join).
+/// key, room, node. Returns 1 when the user is new in the room (announce a join). A session
+/// already present (put back after a lost link) changes nothing.
 const JOIN_SCRIPT: &str = r#"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 redis.call('SADD', KEYS[4], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[5])
@@ -174,6 +189,20 @@ impl Shared {
         Ok(rows)
     }
 
+    /// Waits (at most `SUBSCRIBE_TIMEOUT`) until this node's subscription to `room` is in place.
+    async fn subscribed(&self, room: &str) {
+        let shard = self.shard_of(room);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut rooms = lock(&shard.rooms);
+            match rooms.get_mut(room) {
+                Some(sub) if !sub.confirmed && sub.wanted => sub.waiters.push(tx),
+                _ => return,
+            }
+        }
+        let _ = tokio::time::timeout(super::SUBSCRIBE_TIMEOUT, rx).await;
+    }
+
     /// Publishes a join or leave of `room` on its channel.
     async fn announce(&self, room: &str, kind: Kind, session: &str, user: Option<&str>) {
         let null = RawValue::NULL;
@@ -221,6 +250,9 @@ impl Shared {
                 .arg(&self.node_id);
             let new = timed(invocation.invoke_async::<i64>(&mut connection)).await?;
             if new == 1 && change.options.join_leave && !quiet {
+                // This node's own members (the joining session among them) hear of the join
+                // through the room's channel too: not before the node listens to it.
+                self.subscribed(room).await;
                 self.announce(room, Kind::Join, &change.session, change.user.as_deref())
                     .await;
             }

@@ -30,7 +30,7 @@ from collections import defaultdict
 # `switchboard-history` is the current build with every room a history room.
 # `switchboard-cluster-3` is three Switchboard nodes sharing rooms through one Redis.
 CLUSTER = "switchboard-cluster-3"
-TARGET_ORDER = ["switchboard", "switchboard-baseline", "switchboard-history", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
+TARGET_ORDER = ["switchboard", "switchboard-baseline", "switchboard-history", CLUSTER, "switchboard-history-cluster-3", "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
 RATIO_PEERS = ["switchboard-baseline", "switchboard-history", CLUSTER, "nats", "relay", "socketio", "socketio-redis-2-nodes", "ws"]
 # What the Cluster table sets the cluster beside.
 CLUSTER_PEERS = ["switchboard", "socketio-redis-2-nodes"]

@@ -27,11 +27,26 @@ type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Runs the scenario; its result as one JSON object.
 pub(crate) async fn run(args: &HistoryArgs) -> Result<Value, Error> {
-    let pid = args.server_pid;
-    let rss = || pid.map(sys::rss_kib).transpose();
-    let cpu = || pid.map(|p| sys::cpu_ns("--server-pid", p)).transpose();
+    let pids: Vec<u32> = args
+        .server_pid
+        .as_ref()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    let sum = |f: &dyn Fn(u32) -> crate::error::Result<u64>| -> Result<Option<u64>, Error> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let mut total = 0;
+        for &p in &pids {
+            total += f(p)?;
+        }
+        Ok(Some(total))
+    };
+    let rss = || sum(&sys::rss_kib);
+    let cpu = || sum(&|p| sys::cpu_ns("--server-pid", p));
+    let urls: Vec<&str> = args.url.split(',').map(str::trim).collect();
     let payload = "x".repeat(args.size);
-    let mut publisher = open(&args.url).await?;
+    let mut publisher = open(urls[0]).await?;
 
     // 1. Retained messages.
     let mut retained = Value::Null;
@@ -89,11 +104,12 @@ pub(crate) async fn run(args: &HistoryArgs) -> Result<Value, Error> {
     let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut clients = Vec::with_capacity(args.clients);
     for chunk in (0..args.clients).collect::<Vec<_>>().chunks(500) {
-        let opened = join_all(chunk.iter().map(|_| {
+        let opened = join_all(chunk.iter().map(|&i| {
             let limit = limit.clone();
+            let url = urls[i % urls.len()];
             async move {
                 let _permit = limit.acquire().await;
-                open(&args.url).await
+                open(url).await
             }
         }))
         .await;
@@ -158,6 +174,7 @@ pub(crate) async fn run(args: &HistoryArgs) -> Result<Value, Error> {
         "scenario": "history",
         "retained": retained,
         "recovery": {
+            "nodes": urls.len(),
             "clients": args.clients,
             "messages_each": args.messages,
             "recovered": times.len(),

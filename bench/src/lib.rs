@@ -59,12 +59,15 @@ pub enum Scenario {
 /// `history` options.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
-    /// WebSocket URL of a Switchboard whose rooms `--room-prefix*` keep at least `--messages`.
-    #[arg(long)]
+    /// WebSocket URL of a Switchboard whose rooms `--room-prefix*` keep at least `--messages`;
+    /// several, comma-separated, for the nodes of a cluster (client i connects to URL i mod n,
+    /// the publisher to the first).
+    #[arg(long, value_name = "URL[,URL...]")]
     pub url: String,
-    /// The server's process id, for its RSS and CPU time.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process ids (one per URL, comma-separated), for their RSS and CPU time,
+    /// summed.
+    #[arg(long, value_name = "PID[,PID...]", value_parser = parse_pids)]
+    pub server_pid: Option<Pids>,
     /// Clients recovering at once.
     #[arg(long, default_value_t = 2000)]
     pub clients: usize,

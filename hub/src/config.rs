@@ -108,6 +108,8 @@ pub struct Config {
     pub http_max_parts: usize,
     /// Options of rooms by name (`[[rooms]]`): history, presence, join/leave.
     pub rooms: RoomRules,
+    /// Each session's inbound rate limit; `None`: unlimited.
+    pub session_rate: Option<SessionRate>,
     /// What the room histories of a standalone node may hold in all, in bytes.
     pub history_memory_bytes: usize,
     /// Log line format.
@@ -176,6 +178,9 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("http_idle_timeout", ValueKind::Number),
     ("http_max_parts", ValueKind::Number),
     ("history_memory_bytes", ValueKind::Number),
+    ("session_messages_per_second", ValueKind::Number),
+    ("session_bytes_per_second", ValueKind::Number),
+    ("session_burst", ValueKind::Number),
     ("log_format", ValueKind::String),
     ("log_level", ValueKind::String),
 ];
@@ -217,8 +222,22 @@ struct FileConfig {
     #[serde(default)]
     rooms: Vec<RoomSpec>,
     history_memory_bytes: Option<i64>,
+    session_messages_per_second: Option<f64>,
+    session_bytes_per_second: Option<f64>,
+    session_burst: Option<f64>,
     log_format: Option<String>,
     log_level: Option<String>,
+}
+
+/// A session's inbound rate limit: a token bucket on messages and on bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionRate {
+    /// Messages per second (`f64::INFINITY`: no limit on the count).
+    pub messages_per_second: f64,
+    /// Bytes per second (`f64::INFINITY`: no limit on the bytes).
+    pub bytes_per_second: f64,
+    /// Seconds of the rate a session may send at once (the buckets' size).
+    pub burst: f64,
 }
 
 /// One `[[rooms]]` table as written.
@@ -666,6 +685,35 @@ impl FileConfig {
             1_000_000,
         )?;
         let rooms = room_rules(self.rooms)?;
+        let rate = |key: &'static str, v: Option<f64>| -> Result<f64, ConfigError> {
+            match v {
+                None => Ok(0.0),
+                Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+                Some(v) => Err(invalid(
+                    key,
+                    format!("{v} is not 0 (no limit) or a positive rate"),
+                )),
+            }
+        };
+        let messages = rate(
+            "session_messages_per_second",
+            self.session_messages_per_second,
+        )?;
+        let bytes = rate("session_bytes_per_second", self.session_bytes_per_second)?;
+        let burst = secs_in(
+            "session_burst",
+            self.session_burst,
+            Duration::from_secs(2),
+            0.001,
+            3600.0,
+        )?
+        .as_secs_f64();
+        let unlimited = |r: f64| if r == 0.0 { f64::INFINITY } else { r };
+        let session_rate = (messages > 0.0 || bytes > 0.0).then(|| SessionRate {
+            messages_per_second: unlimited(messages),
+            bytes_per_second: unlimited(bytes),
+            burst,
+        });
         let history_memory_bytes = int_in(
             "history_memory_bytes",
             self.history_memory_bytes,
@@ -714,6 +762,7 @@ impl FileConfig {
             http_idle_timeout,
             http_max_parts,
             rooms,
+            session_rate,
             history_memory_bytes,
             log_format,
             log_level,

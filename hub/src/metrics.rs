@@ -196,6 +196,33 @@ pub struct Metrics {
     pub(crate) cluster: ClusterMetrics,
     /// History rooms.
     pub(crate) history: HistoryMetrics,
+    /// Abuse limits.
+    pub(crate) limits: LimitMetrics,
+}
+
+/// What the abuse limits refused.
+#[derive(Debug)]
+pub(crate) struct LimitMetrics {
+    /// Client messages refused for being over the session's rate limit, and sessions closed
+    /// (1008) for staying far over it.
+    pub(crate) rate_refused: IntCounter,
+    pub(crate) rate_closed: IntCounter,
+}
+
+impl LimitMetrics {
+    fn new(registry: &Registry) -> LimitMetrics {
+        let rate = counter_family(
+            registry,
+            "switchboard_rate_limited_total",
+            "Client messages over their session's rate limit, by action: refused (error \
+             rate_limited, or dropped on relay and echo endpoints) or closed (the session, 1008).",
+            "action",
+        );
+        LimitMetrics {
+            rate_refused: rate.with_label_values(&["refused"]),
+            rate_closed: rate.with_label_values(&["closed"]),
+        }
+    }
 }
 
 /// History rooms' metrics.
@@ -503,6 +530,7 @@ impl Metrics {
         register(&registry, Box::new(http_rejected.clone()));
         let cluster = ClusterMetrics::new(&registry);
         let history = HistoryMetrics::new(&registry);
+        let limits = LimitMetrics::new(&registry);
         #[cfg(target_os = "linux")]
         register(
             &registry,
@@ -529,6 +557,7 @@ impl Metrics {
             http_rejected,
             cluster,
             history,
+            limits,
         }
     }
 

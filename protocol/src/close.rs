@@ -36,5 +36,8 @@ pub const GOING_AWAY_REASON: &str = "going away";
 pub const KICKED_REASON: &str = "kicked";
 /// The reason text sent with [`TOKEN_EXPIRED`].
 pub const TOKEN_EXPIRED_REASON: &str = "token expired";
+/// The reason text sent with [`POLICY_VIOLATION`] to a session that stayed far over its rate
+/// limit.
+pub const RATE_LIMIT_REASON: &str = "rate limit exceeded";
 /// The reason text sent with [`HEARTBEAT_TIMEOUT`].
 pub const HEARTBEAT_TIMEOUT_REASON: &str = "heartbeat timeout";

@@ -27,11 +27,14 @@ pub enum ErrorCode {
     /// What the request needs is out of reach for now (in cluster mode: Redis, for a `cluster`
     /// publish); nothing was done, and the request may be retried.
     Unavailable,
+    /// The session sends faster than its rate limit allows: this frame was not handled. A
+    /// session that stays far over it is closed with 1008.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::InvalidRoom,
@@ -43,6 +46,7 @@ impl ErrorCode {
         ErrorCode::InvalidToken,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::RateLimited,
     ];
 
     /// The name used on the wire.
@@ -59,6 +63,7 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

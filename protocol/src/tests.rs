@@ -749,7 +749,8 @@ fn error_codes_have_their_wire_names() {
             "forbidden",
             "invalid_token",
             "internal",
-            "unavailable"
+            "unavailable",
+            "rate_limited"
         ]
     );
     for code in ErrorCode::ALL {

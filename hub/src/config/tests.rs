@@ -178,6 +178,40 @@ fn the_first_rooms_table_whose_pattern_matches_gives_the_options() {
 }
 
 #[test]
+fn a_session_rate_is_off_by_default_and_either_limit_turns_it_on() {
+    assert_eq!(load("", &[]).unwrap().session_rate, None);
+    let c = load("session_messages_per_second = 50", &[]).unwrap();
+    let rate = c.session_rate.unwrap();
+    assert_eq!(rate.messages_per_second, 50.0);
+    assert!(rate.bytes_per_second.is_infinite(), "no byte limit");
+    assert_eq!(rate.burst, 2.0);
+    let c = load(
+        "",
+        &[
+            ("SWITCHBOARD_SESSION_BYTES_PER_SECOND", "1000"),
+            ("SWITCHBOARD_SESSION_BURST", "0.5"),
+        ],
+    )
+    .unwrap();
+    let rate = c.session_rate.unwrap();
+    assert!(rate.messages_per_second.is_infinite());
+    assert_eq!((rate.bytes_per_second, rate.burst), (1000.0, 0.5));
+    for (text, key) in [
+        (
+            "session_messages_per_second = -1",
+            "session_messages_per_second",
+        ),
+        ("session_bytes_per_second = -1", "session_bytes_per_second"),
+        ("session_burst = 0", "session_burst"),
+    ] {
+        match load(text, &[]) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn bad_rooms_tables_are_refused_naming_the_key() {
     for (text, key) in [
         ("[[rooms]]\npattern = \"a*b\"\n", "rooms"),

@@ -84,7 +84,80 @@ pub(crate) struct WsSession {
     inflight: Inflight,
     /// The task answering `inflight` is running.
     pumping: bool,
+    /// The client's inbound rate, when the node limits it.
+    bucket: Option<Bucket>,
+    /// The next message to handle was charged to `bucket` already.
+    charged: bool,
     _slot: ConnectionSlot,
+}
+
+/// A session's inbound token buckets: messages and bytes, each refilled at its rate up to
+/// `burst` seconds of it. A message over the rate is still charged, so a client that keeps
+/// sending over it sinks into debt; at `FAR_OVER` buckets' worth of debt it is closed.
+#[derive(Debug)]
+struct Bucket {
+    rate: crate::config::SessionRate,
+    messages: f64,
+    bytes: f64,
+    at: std::time::Instant,
+}
+
+/// Debt, in buckets, at which a session is closed with 1008.
+const FAR_OVER: f64 = 4.0;
+
+/// Where a client's message stands against its session's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rate {
+    Within,
+    Over,
+    FarOver,
+}
+
+impl Bucket {
+    fn new(rate: crate::config::SessionRate) -> Self {
+        Bucket {
+            rate,
+            messages: rate.messages_per_second * rate.burst,
+            bytes: rate.bytes_per_second * rate.burst,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// What the limit is, for the error message.
+    fn describe(&self) -> String {
+        let mut limits = Vec::new();
+        if self.rate.messages_per_second.is_finite() {
+            limits.push(format!("{} messages/s", self.rate.messages_per_second));
+        }
+        if self.rate.bytes_per_second.is_finite() {
+            limits.push(format!("{} bytes/s", self.rate.bytes_per_second));
+        }
+        format!("over this session's rate ({})", limits.join(", "))
+    }
+
+    /// Charges one message of `len` bytes.
+    fn charge(&mut self, len: usize) -> Rate {
+        let now = std::time::Instant::now();
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        let r = self.rate;
+        let (full_messages, full_bytes) = (
+            r.messages_per_second * r.burst,
+            r.bytes_per_second * r.burst,
+        );
+        self.messages = (self.messages + elapsed * r.messages_per_second).min(full_messages);
+        self.bytes = (self.bytes + elapsed * r.bytes_per_second).min(full_bytes);
+        let within = self.messages >= 1.0 && self.bytes >= len as f64;
+        self.messages -= 1.0;
+        self.bytes -= len as f64;
+        if within {
+            Rate::Within
+        } else if self.messages < -FAR_OVER * full_messages || self.bytes < -FAR_OVER * full_bytes {
+            Rate::FarOver
+        } else {
+            Rate::Over
+        }
+    }
 }
 
 /// Cluster publishes a session may have waiting for Redis's answer; at this many it stops
@@ -158,6 +231,7 @@ impl WsSession {
             subscriptions: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
         });
+        let bucket = node.config.session_rate.map(Bucket::new);
         WsSession {
             id,
             info,
@@ -173,6 +247,8 @@ impl WsSession {
             backlog: VecDeque::new(),
             inflight: Inflight::default(),
             pumping: false,
+            bucket,
+            charged: false,
             _slot: slot,
         }
     }
@@ -287,6 +363,7 @@ impl WsSession {
         if !self.inflight.0.is_empty() && !self.is_pipelined(&decoded) {
             let again = Ok(Message::Text(bytestring::ByteString::from(text.to_owned())));
             self.backlog.push_front(again);
+            self.charged = self.bucket.is_some();
             ctx.wait(Answering { below: 1 }.map(|(), act, ctx| act.resume(ctx)));
             return;
         }
@@ -659,9 +736,62 @@ impl StreamHandler<Batch> for WsSession {
 }
 
 impl WsSession {
+    /// Whether the client's `item` is within the session's rate (charging it). A message over
+    /// it is answered `rate_limited`, in its place among the answers (on relay and echo
+    /// endpoints, which have no errors, it is dropped); a session far over it is closed with
+    /// 1008. Fragments are charged, not refused (a message is refused whole or not at all), and
+    /// control frames pass.
+    fn within_rate(&mut self, item: &Inbound, ctx: &mut WsContext) -> bool {
+        let Some(bucket) = &mut self.bucket else {
+            return true;
+        };
+        let (len, refusable) = match item {
+            Ok(Message::Text(t)) => (t.len(), true),
+            Ok(Message::Binary(b)) => (b.len(), true),
+            Ok(Message::Continuation(Item::Last(b))) => (b.len(), false),
+            Ok(Message::Continuation(
+                Item::FirstText(b) | Item::FirstBinary(b) | Item::Continue(b),
+            )) => {
+                // Bytes now; the message counts at its last fragment.
+                bucket.bytes -= b.len() as f64;
+                return true;
+            }
+            _ => return true,
+        };
+        match bucket.charge(len) {
+            Rate::Within => true,
+            Rate::Over if !refusable => true,
+            Rate::Over => {
+                metrics().limits.rate_refused.inc();
+                if let (Mode::Json, Ok(Message::Text(text))) = (self.mode, item) {
+                    let id = match decode(text) {
+                        Ok(frame) => frame.id(),
+                        Err(e) => e.id,
+                    };
+                    let message = bucket.describe();
+                    self.send_error(id, ErrorCode::RateLimited, &message);
+                }
+                false
+            }
+            Rate::FarOver => {
+                metrics().limits.rate_closed.inc();
+                tracing::debug!(session = %self.info.label, "closed: far over its rate limit");
+                self.close(ctx, close::POLICY_VIOLATION, close::RATE_LIMIT_REASON);
+                false
+            }
+        }
+    }
+
     /// One client frame (or the violation that ends the session).
     fn on_inbound(&mut self, item: Inbound, ctx: &mut WsContext) {
         if self.closing {
+            return;
+        }
+        // A message handed back to wait (see `on_text`) was charged the first time.
+        if self.bucket.is_some()
+            && !std::mem::take(&mut self.charged)
+            && !self.within_rate(&item, ctx)
+        {
             return;
         }
         let kind = match &item {

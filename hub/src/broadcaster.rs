@@ -111,6 +111,11 @@ impl Broadcaster {
         })
     }
 
+    /// Whether `room` has members on this node.
+    pub(crate) fn has(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     /// Number of rooms with members anywhere on this node.
     pub(crate) fn room_count(&self) -> usize {
         self.rooms.len()

@@ -110,6 +110,16 @@ pub struct Config {
     pub rooms: RoomRules,
     /// Each session's inbound rate limit; `None`: unlimited.
     pub session_rate: Option<SessionRate>,
+    /// Rooms with members on this node at most: a subscribe that would add one more is refused.
+    pub max_rooms: usize,
+    /// Sessions one client IP may hold at once (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Handshakes one client IP may make per second, with bursts of 2 s of it (0: no limit).
+    pub handshakes_per_ip_per_second: f64,
+    /// Proxies whose `X-Forwarded-For` names the client (and only theirs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// A connection whose HTTP request head has not fully arrived after this long is closed.
+    pub handshake_timeout: Duration,
     /// What the room histories of a standalone node may hold in all, in bytes.
     pub history_memory_bytes: usize,
     /// Log line format.
@@ -181,6 +191,11 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("session_messages_per_second", ValueKind::Number),
     ("session_bytes_per_second", ValueKind::Number),
     ("session_burst", ValueKind::Number),
+    ("max_connections_per_ip", ValueKind::Number),
+    ("max_rooms", ValueKind::Number),
+    ("handshakes_per_ip_per_second", ValueKind::Number),
+    ("trusted_proxies", ValueKind::String),
+    ("handshake_timeout", ValueKind::Number),
     ("log_format", ValueKind::String),
     ("log_level", ValueKind::String),
 ];
@@ -225,8 +240,72 @@ struct FileConfig {
     session_messages_per_second: Option<f64>,
     session_bytes_per_second: Option<f64>,
     session_burst: Option<f64>,
+    max_connections_per_ip: Option<i64>,
+    max_rooms: Option<i64>,
+    handshakes_per_ip_per_second: Option<f64>,
+    trusted_proxies: Option<String>,
+    handshake_timeout: Option<f64>,
     log_format: Option<String>,
     log_level: Option<String>,
+}
+
+/// An IP network: an address and how many of its leading bits a match shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `1.2.3.4`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return None;
+        }
+        // An IPv4 address written as IPv6 (`::ffff:10.0.0.1`) is that IPv4 address, as a peer
+        // of a dual-stack listener is.
+        if let std::net::IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Some(IpNet {
+                    addr: std::net::IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
+        Some(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let bits = |a: IpAddr| -> (u128, u8) {
+            match a {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
+        }
+        let ((net, _), (candidate, _)) = (bits(self.addr), bits(ip));
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
+        net & mask == candidate & mask
+    }
 }
 
 /// A session's inbound rate limit: a token bucket on messages and on bytes.
@@ -721,6 +800,41 @@ impl FileConfig {
             1 << 20,
             1 << 40,
         )?;
+        let max_connections_per_ip = int_in(
+            "max_connections_per_ip",
+            self.max_connections_per_ip,
+            0,
+            0,
+            100_000_000,
+        )?;
+        let max_rooms = int_in("max_rooms", self.max_rooms, 1_000_000, 1, 1 << 32)?;
+        let handshakes_per_ip_per_second = rate(
+            "handshakes_per_ip_per_second",
+            self.handshakes_per_ip_per_second,
+        )?;
+        let mut trusted_proxies = Vec::new();
+        for item in self
+            .trusted_proxies
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            trusted_proxies.push(IpNet::parse(item).ok_or_else(|| {
+                invalid(
+                    "trusted_proxies",
+                    format!("{item:?} is not an IP address or network like 10.0.0.0/8"),
+                )
+            })?);
+        }
+        let handshake_timeout = secs_in(
+            "handshake_timeout",
+            self.handshake_timeout,
+            Duration::from_secs(5),
+            0.1,
+            600.0,
+        )?;
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -763,6 +877,11 @@ impl FileConfig {
             http_max_parts,
             rooms,
             session_rate,
+            max_connections_per_ip,
+            max_rooms,
+            handshakes_per_ip_per_second,
+            trusted_proxies,
+            handshake_timeout,
             history_memory_bytes,
             log_format,
             log_level,

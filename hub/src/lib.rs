@@ -67,6 +67,7 @@ mod control;
 mod delivery;
 mod events;
 mod history;
+mod limits;
 mod messages;
 pub mod metrics;
 mod node;

@@ -33,10 +33,11 @@ pub(crate) enum Handshake {
     Forbidden,
     Draining,
     Limit,
+    IpLimit,
 }
 
 impl Handshake {
-    const ALL: [Handshake; 10] = [
+    const ALL: [Handshake; 11] = [
         Handshake::Accepted,
         Handshake::NotFound,
         Handshake::Malformed,
@@ -47,6 +48,7 @@ impl Handshake {
         Handshake::Forbidden,
         Handshake::Draining,
         Handshake::Limit,
+        Handshake::IpLimit,
     ];
 
     fn label(self) -> &'static str {
@@ -61,6 +63,7 @@ impl Handshake {
             Handshake::Forbidden => "forbidden",
             Handshake::Draining => "draining",
             Handshake::Limit => "limit",
+            Handshake::IpLimit => "ip_limit",
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Node {
     pub(crate) history: Arc<History>,
     /// Who is in the rooms that track members (see `presence.rs`).
     pub(crate) presence: Arc<Presence>,
+    /// Per-client-IP limits, when set (see `limits.rs`).
+    pub(crate) ip_limits: Option<crate::limits::IpLimits>,
     /// The live handshake policy: read by every handshake, replaced whole by the admin API.
     pub policy: Arc<PolicyStore>,
     /// Every live session, for shutdown and the admin API.
@@ -119,6 +121,7 @@ impl Node {
             }
         }
         let policy = Arc::new(PolicyStore::new(config.policy.clone()));
+        let ip_limits = crate::limits::IpLimits::new(&config);
         let node = Arc::new(Node {
             config,
             policy,
@@ -129,6 +132,7 @@ impl Node {
             observers,
             history,
             presence,
+            ip_limits,
             sessions: DashMap::new(),
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -202,7 +206,10 @@ impl Node {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(ConnectionSlot(self.clone()))
+        Some(ConnectionSlot {
+            node: self.clone(),
+            ip: None,
+        })
     }
 
     /// A fresh session id and its wire form.
@@ -376,12 +383,20 @@ pub(crate) struct SessionInfo {
     pub(crate) kicked: AtomicBool,
 }
 
-/// One of the node's `max_connections` slots, released on drop.
+/// One of the node's `max_connections` slots (and of its client IP's, when limited), released on
+/// drop.
 #[derive(Debug)]
-pub(crate) struct ConnectionSlot(Arc<Node>);
+pub(crate) struct ConnectionSlot {
+    node: Arc<Node>,
+    /// The client IP whose count the slot holds.
+    pub(crate) ip: Option<std::net::IpAddr>,
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.node.connections.fetch_sub(1, Ordering::AcqRel);
+        if let (Some(ip), Some(limits)) = (self.ip, &self.node.ip_limits) {
+            limits.release(ip);
+        }
     }
 }

@@ -66,6 +66,7 @@ pub async fn serve_node(
     let mut server = actix_rt::spawn(server);
     // History: expiry, the memory budget, and forgetting logs left with nothing.
     let history = Arc::downgrade(&node.history);
+    let sweep_node = Arc::downgrade(&node);
     let sweeper = actix_rt::spawn(async move {
         let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -75,6 +76,13 @@ pub async fn serve_node(
                 return;
             };
             history.sweep();
+            if let Some(limits) = sweep_node
+                .upgrade()
+                .as_ref()
+                .and_then(|n| n.ip_limits.as_ref())
+            {
+                limits.sweep();
+            }
         }
     });
     let _stop_sweeper = AbortOnDrop(sweeper);
@@ -194,6 +202,8 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
                     async move { plain_http(&node, &req) }
                 }));
             HttpService::build()
+                // A connection whose request head has not arrived by then is closed (408).
+                .client_request_timeout(config.handshake_timeout)
                 // Zero: close the TCP connection as soon as a response is done.
                 .client_disconnect_timeout(Duration::ZERO)
                 .upgrade(upgrade)

@@ -59,7 +59,8 @@ pub(crate) async fn serve_upgrade(
     // HTTP codec are dropped here, before the first await, so they do not live in this future
     // (which stays in the connection's task for the session's whole life).
     let FramedParts { io, read_buf, .. } = framed.into_parts();
-    let verdict = handshake(&req, &node);
+    let peer = io.peer_addr().ok().map(|a| a.ip());
+    let verdict = handshake(&req, &node, peer);
     drop(req);
     metrics().handshake(match &verdict {
         Ok(_) => Handshake::Accepted,

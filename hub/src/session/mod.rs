@@ -408,6 +408,13 @@ impl WsSession {
             );
         }
         let limit = self.node.config.max_subscriptions;
+        // A room new to the node must fit under the node's room limit (a few subscribes racing
+        // for the last places may pass it by as many: it bounds memory, not an exact count).
+        let max_rooms = self.node.config.max_rooms;
+        if !self.node.broadcaster.has(room) && self.node.broadcaster.room_count() >= max_rooms {
+            let message = format!("the node is at its limit of {max_rooms} rooms");
+            return self.send_error(id, ErrorCode::LimitExceeded, &message);
+        }
         if let Some(options) = self.node.history_options(room).cloned() {
             // Held while its position (and what it missed) is worked out: its deliveries
             // wait, so that nothing reaches it before its ack and its replay.

@@ -2,7 +2,7 @@
 //! session exists. The outcome is data: an [`Accepted`] session with its 101 response head, or a
 //! [`Refusal`] whose kind carries its HTTP status, its error code and its metric label.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use actix_http::{
     ws::{hash_key, verify_handshake},
@@ -12,6 +12,7 @@ use switchboard_admin::{policy::NegotiationError, Claims, Mode, Negotiation};
 use switchboard_protocol::validate_room;
 
 use crate::{
+    limits::{client_ip, IpRefusal},
     metrics::Handshake,
     node::{ConnectionSlot, Node},
     RoomName,
@@ -64,6 +65,10 @@ pub(crate) enum Refused {
     Forbidden,
     Draining,
     Limit,
+    /// The client IP is at its session cap or over its handshake rate.
+    TooMany,
+    /// The request head has more header lines, or more bytes, than a handshake needs.
+    HeadTooLarge,
 }
 
 impl Refused {
@@ -77,6 +82,8 @@ impl Refused {
             Refused::Unauthorized => (401, "Unauthorized"),
             Refused::Origin | Refused::Forbidden => (403, "Forbidden"),
             Refused::Draining | Refused::Limit => (503, "Service Unavailable"),
+            Refused::TooMany => (429, "Too Many Requests"),
+            Refused::HeadTooLarge => (431, "Request Header Fields Too Large"),
         }
     }
 
@@ -92,6 +99,8 @@ impl Refused {
             Refused::Forbidden => "forbidden",
             Refused::Draining => "draining",
             Refused::Limit => "limit_exceeded",
+            Refused::TooMany => "too_many_requests",
+            Refused::HeadTooLarge => "headers_too_large",
         }
     }
 
@@ -107,6 +116,8 @@ impl Refused {
             Refused::Forbidden => Handshake::Forbidden,
             Refused::Draining => Handshake::Draining,
             Refused::Limit => Handshake::Limit,
+            Refused::TooMany => Handshake::IpLimit,
+            Refused::HeadTooLarge => Handshake::Malformed,
         }
     }
 }
@@ -118,6 +129,8 @@ pub(crate) struct Refusal {
     pub(crate) kind: Refused,
     pub(crate) message: String,
     pub(crate) accepted: Vec<String>,
+    /// Seconds after which the client may try again (`Retry-After`).
+    pub(crate) retry_after: Option<u64>,
 }
 
 fn refuse(kind: Refused, message: impl Into<String>) -> Box<Refusal> {
@@ -125,7 +138,22 @@ fn refuse(kind: Refused, message: impl Into<String>) -> Box<Refusal> {
         kind,
         message: message.into(),
         accepted: Vec::new(),
+        retry_after: None,
     })
+}
+
+/// A refusal for a client IP over its limits.
+fn too_many(refusal: IpRefusal) -> Box<Refusal> {
+    let (message, retry) = match refusal {
+        IpRefusal::Connections => ("too many sessions from this address".to_owned(), 5),
+        IpRefusal::Rate(wait) => (
+            "too many handshakes from this address".to_owned(),
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+        ),
+    };
+    let mut refusal = refuse(Refused::TooMany, message);
+    refusal.retry_after = Some(retry);
+    refusal
 }
 
 /// A handshake that passed every check: the 101 response head, the connection slot and what
@@ -137,16 +165,49 @@ pub(crate) struct Accepted {
     pub(crate) admission: Admission,
 }
 
+/// Most header lines, and header bytes (names and values), of a handshake: a browser sends
+/// about twenty lines and a few KiB, cookies included.
+const MAX_HEADERS: usize = 100;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// Most subprotocol names a client may offer; a real client offers a handful.
 const MAX_OFFERED_PROTOCOLS: usize = 32;
 
 /// Checks an upgrade request against the live policy, in the order a client can act on: which
 /// endpoint (404), a valid WebSocket handshake (400), the Origin (403), the subprotocol (400),
 /// the token (401), the relay room (400/403), and finally whether the node takes sessions (503).
-pub(crate) fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box<Refusal>> {
+pub(crate) fn handshake(
+    req: &Request,
+    node: &Arc<Node>,
+    peer: Option<IpAddr>,
+) -> Result<Accepted, Box<Refusal>> {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Err(refuse(
+            Refused::HeadTooLarge,
+            format!("at most {MAX_HEADERS} header lines and {MAX_HEADER_BYTES} bytes of headers"),
+        ));
+    }
     let policy = node.policy.load();
     let Some((endpoint, rest)) = policy.route(req.path()) else {
         return Err(refuse(Refused::NotFound, "no such endpoint"));
+    };
+    // Every handshake counts against its client's rate, whatever becomes of it.
+    let client = match (&node.ip_limits, peer) {
+        (Some(limits), Some(peer)) => {
+            let forwarded = req
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            let ip = client_ip(peer, forwarded, &node.config.trusted_proxies);
+            limits.handshake(ip).map_err(too_many)?;
+            Some((limits, ip))
+        }
+        _ => None,
     };
     if verify_handshake(req.head()).is_err() {
         return Err(refuse(
@@ -214,6 +275,7 @@ pub(crate) fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
+            retry_after: None,
         })
     })?;
     let mode = endpoint.mode_for(&negotiation);
@@ -266,12 +328,16 @@ pub(crate) fn handshake(req: &Request, node: &Arc<Node>) -> Result<Accepted, Box
     if node.is_draining() {
         return Err(refuse(Refused::Draining, "the node is shutting down"));
     }
-    let Some(slot) = node.try_acquire_slot() else {
+    let Some(mut slot) = node.try_acquire_slot() else {
         return Err(refuse(
             Refused::Limit,
             "the node is at its connection limit",
         ));
     };
+    if let Some((limits, ip)) = client {
+        limits.open(ip).map_err(too_many)?;
+        slot.ip = Some(ip);
+    }
     let accept = hash_key(key.as_bytes());
     let mut head = Vec::with_capacity(160);
     head.extend_from_slice(

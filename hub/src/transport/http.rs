@@ -13,6 +13,7 @@ pub(crate) async fn respond(io: TcpStream, refusal: Refusal) -> Result<(), io::E
         kind,
         message,
         accepted,
+        retry_after,
     } = refusal;
     let (status, reason) = kind.status();
     let mut error = serde_json::json!({ "code": kind.code(), "message": message });
@@ -20,10 +21,10 @@ pub(crate) async fn respond(io: TcpStream, refusal: Refusal) -> Result<(), io::E
         error["accepted"] = serde_json::json!(accepted);
     }
     let body = serde_json::json!({ "error": error }).to_string();
-    let challenge = if status == 401 {
-        "www-authenticate: Bearer\r\n"
-    } else {
-        ""
+    let challenge = match (status, retry_after) {
+        (401, _) => "www-authenticate: Bearer\r\n".to_owned(),
+        (_, Some(seconds)) => format!("retry-after: {seconds}\r\n"),
+        _ => String::new(),
     };
     let response = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n{body}",

@@ -59,6 +59,10 @@ pub mod config;
 #[doc(hidden)]
 pub mod bench_support;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod broadcaster;
 mod broker;
 mod cluster;

@@ -88,10 +88,6 @@ impl Node {
         let observers = Observers::new(observers);
         let broadcaster = Arc::new(Broadcaster::new(observers.clone()));
         presence.set_broadcaster(broadcaster.clone());
-        let broker: Box<dyn Broker> = match &cluster {
-            Some(shared) => Box::new(RedisBroker::start(shared.clone(), broadcaster.clone())),
-            None => Box::new(LocalBroker::new(broadcaster.clone())),
-        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -109,17 +105,23 @@ impl Node {
             if config.rooms.any_tracking() {
                 let (changes, receiver) = tokio::sync::mpsc::channel(CHANGES_CAPACITY);
                 presence.set_bridge(
-                    changes,
+                    changes.clone(),
                     Arc::new(crate::cluster::RedisLists(shared.clone())),
                 );
                 shared.set_presence(
                     presence.clone(),
                     config.rooms.clone(),
                     receiver,
+                    changes,
                     format!("{instance:08x}-"),
                 );
             }
         }
+        // Last: the bridge's thread starts here, and must find everything above in place.
+        let broker: Box<dyn Broker> = match &cluster {
+            Some(shared) => Box::new(RedisBroker::start(shared.clone(), broadcaster.clone())),
+            None => Box::new(LocalBroker::new(broadcaster.clone())),
+        };
         let policy = Arc::new(PolicyStore::new(config.policy.clone()));
         let ip_limits = crate::limits::IpLimits::new(&config);
         let node = Arc::new(Node {

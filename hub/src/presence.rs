@@ -64,6 +64,15 @@ pub(crate) struct Change {
     pub(crate) options: Arc<RoomOptions>,
 }
 
+/// What the node hands the cluster bridge, in order: its members' changes, and (from the bridge
+/// itself, when a link to a Redis instance is made again) the moment to put its members back in
+/// that instance, as far as the changes before it went.
+#[derive(Debug)]
+pub(crate) enum ToBridge {
+    Change(Change),
+    Restore(usize),
+}
+
 /// Changes the bridge may have waiting; more are dropped and counted (a node that joins this
 /// many sessions faster than Redis answers has bigger problems, which readiness shows).
 pub(crate) const CHANGES_CAPACITY: usize = 65_536;
@@ -88,7 +97,7 @@ pub(crate) struct Presence {
     leaving: Mutex<HashMap<(String, String), Leaving>>,
     next_token: AtomicU64,
     /// Cluster mode: where changes go, and the bridge that answers presence lists.
-    bridge: OnceLock<(mpsc::Sender<Change>, Arc<dyn Lists>)>,
+    bridge: OnceLock<(mpsc::Sender<ToBridge>, Arc<dyn Lists>)>,
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +134,7 @@ impl Presence {
     }
 
     /// Cluster mode: changes go to the bridge, which keeps presence in Redis.
-    pub(crate) fn set_bridge(&self, changes: mpsc::Sender<Change>, lists: Arc<dyn Lists>) {
+    pub(crate) fn set_bridge(&self, changes: mpsc::Sender<ToBridge>, lists: Arc<dyn Lists>) {
         let _ = self.bridge.set((changes, lists));
     }
 
@@ -156,27 +165,6 @@ impl Presence {
             rows
         });
         Listed::Now(rows)
-    }
-
-    /// This node's tracked members, for the bridge to put back in Redis after a lost link.
-    pub(crate) fn local_members(&self) -> Vec<Change> {
-        let rooms = lock(&self.rooms);
-        let mut changes = Vec::new();
-        for (room, members) in rooms.iter() {
-            let Some(options) = self.options(room) else {
-                continue;
-            };
-            for (session, user) in &members.sessions {
-                changes.push(Change {
-                    joined: true,
-                    room: room.clone(),
-                    session: session.clone(),
-                    user: user.clone(),
-                    options: options.clone(),
-                });
-            }
-        }
-        changes
     }
 
     fn joined(&self, room: &str, session: &str, user: Option<&str>, options: &Arc<RoomOptions>) {
@@ -311,7 +299,7 @@ impl Presence {
 
     fn to_bridge(
         &self,
-        bridge: &mpsc::Sender<Change>,
+        bridge: &mpsc::Sender<ToBridge>,
         joined: bool,
         room: &str,
         session: &str,
@@ -325,7 +313,7 @@ impl Presence {
             user: user.map(str::to_owned),
             options: options.clone(),
         };
-        if bridge.try_send(change).is_err() {
+        if bridge.try_send(ToBridge::Change(change)).is_err() {
             tracing::warn!(
                 room,
                 session,

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::{json, Value};
-use switchboard_tests::{Client, TestHub};
+use switchboard_tests::{frame, Client, RawClient, TestHub};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -268,4 +268,22 @@ async fn requests_without_an_id_are_answered_only_when_they_fail() {
     member
         .expect_silence(std::time::Duration::from_millis(300))
         .await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_the_session_while_the_text_frame_is_still_arriving() {
+    let hub = TestHub::start();
+    let mut c = RawClient::connect(&hub).await;
+    // A 64 KiB text frame, of which only the first bytes come, the third character invalid.
+    let mut payload = b"ok \xff".to_vec();
+    payload.resize(64 * 1024, b'a');
+    let whole = frame(true, 0, 0x1, &payload);
+    c.write(&whole[..whole.len() - 60_000]).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(c.read_until_close().await, Some(1007));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

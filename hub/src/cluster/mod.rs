@@ -252,7 +252,9 @@ pub(crate) struct Shared {
     /// the bridge, and the prefix of this process's session ids.
     presence: Mutex<Option<Arc<crate::presence::Presence>>>,
     presence_rules: Mutex<Option<crate::config::RoomRules>>,
-    changes: Mutex<Option<mpsc::Receiver<crate::presence::Change>>>,
+    changes: Mutex<Option<mpsc::Receiver<crate::presence::ToBridge>>>,
+    /// Where restores are asked for, behind the changes already queued.
+    to_bridge: Mutex<Option<mpsc::Sender<crate::presence::ToBridge>>>,
     instance: Mutex<String>,
 }
 
@@ -393,6 +395,7 @@ impl RedisBroker {
             presence: Mutex::new(None),
             presence_rules: Mutex::new(None),
             changes: Mutex::new(None),
+            to_bridge: Mutex::new(None),
             instance: Mutex::new(String::new()),
             canary: Mutex::new(Canary {
                 pending_since: None,
@@ -457,9 +460,11 @@ impl Shared {
         &self,
         presence: Arc<crate::presence::Presence>,
         rules: crate::config::RoomRules,
-        changes: mpsc::Receiver<crate::presence::Change>,
+        changes: mpsc::Receiver<crate::presence::ToBridge>,
+        to_bridge: mpsc::Sender<crate::presence::ToBridge>,
         instance: String,
     ) {
+        *lock(&self.to_bridge) = Some(to_bridge);
         *lock(&self.presence) = Some(presence);
         *lock(&self.presence_rules) = Some(rules);
         *lock(&self.changes) = Some(changes);
@@ -1173,10 +1178,14 @@ async fn link(shared: &Arc<Shared>, shard: &Shard, was_linked: bool) -> Result<(
         // Changes made while this node was away (or before it started) are in force from now.
         load_policy(shared);
     }
-    if lock(&shared.presence).is_some() {
-        let restore = shared.clone();
+    if let Some(to_bridge) = lock(&shared.to_bridge).clone() {
+        // In order behind the changes already queued: what they did is what is put back.
         let index = shard.index;
-        tokio::spawn(async move { restore.restore_presence(&restore.shards[index]).await });
+        tokio::spawn(async move {
+            let _ = to_bridge
+                .send(crate::presence::ToBridge::Restore(index))
+                .await;
+        });
     }
     let prefix = format!("{}:room:", shared.prefix);
     let relay_prefix = format!("{}:relay:", shared.prefix);

@@ -19,7 +19,7 @@
 //! about 40 seconds. A node whose link to Redis was lost sweeps its own entries and puts its
 //! current members back, announcing the leaves that happened meanwhile.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde_json::{json, Value};
 use switchboard_protocol::{Envelope, Kind, RawValue, Scope};
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::{lock, Shard, Shared, PUBLISH_TIMEOUT};
 use crate::{
     delivery::Unavailable,
-    presence::{user_key, Change, Lists, Row},
+    presence::{user_key, Change, Lists, Row, ToBridge},
 };
 
 /// A cluster's presence lists, from Redis.
@@ -336,31 +336,50 @@ impl Shared {
         Ok(())
     }
 
-    /// After a link to `shard` was made (again): this node's entries from before go, its
-    /// current members are put back.
-    pub(super) async fn restore_presence(self: &Arc<Self>, shard: &Shard) {
-        let Some(presence) = lock(&self.presence).clone() else {
-            return;
-        };
+    /// After a link to `shard` was made (again): this node's entries from before go, and
+    /// `members` (its members as the changes so far left them) are put back, announced to
+    /// nobody.
+    async fn restore_presence(
+        self: &Arc<Self>,
+        shard: &Shard,
+        members: &HashMap<(String, String), Change>,
+    ) {
         let keep = lock(&self.instance).clone();
         if let Err(e) = self.sweep(shard, &self.node_id, &keep).await {
             tracing::warn!(redis = shard.index, error = %e, "presence could not be restored");
             return;
         }
-        for change in presence.local_members() {
+        for change in members.values() {
             if std::ptr::eq(self.shard_of(&change.room), shard) {
-                let _ = self.change(change, true).await;
+                let _ = self.change(change.clone(), true).await;
             }
         }
     }
 }
 
 /// Applies this node's presence changes, in order, for as long as the node runs.
-pub(super) async fn run_changes(shared: Arc<Shared>, mut changes: mpsc::Receiver<Change>) {
-    while let Some(change) = changes.recv().await {
-        let room = change.room.clone();
-        if let Err(e) = shared.change(change, false).await {
-            tracing::warn!(room, error = %e, "a presence change could not be made in Redis");
+pub(super) async fn run_changes(shared: Arc<Shared>, mut work: mpsc::Receiver<ToBridge>) {
+    // This node's tracked members, as the changes applied so far leave them.
+    let mut members: HashMap<(String, String), Change> = HashMap::new();
+    while let Some(item) = work.recv().await {
+        match item {
+            ToBridge::Change(change) => {
+                let key = (change.room.clone(), change.session.clone());
+                if change.joined {
+                    members.insert(key, change.clone());
+                } else {
+                    members.remove(&key);
+                }
+                let room = change.room.clone();
+                if let Err(e) = shared.change(change, false).await {
+                    tracing::warn!(room, error = %e, "a presence change could not be made in Redis");
+                }
+            }
+            ToBridge::Restore(index) => {
+                if let Some(shard) = shared.shards.get(index) {
+                    shared.restore_presence(shard, &members).await;
+                }
+            }
         }
     }
 }

@@ -75,35 +75,32 @@ pub(crate) fn publish(
         source,
         except,
     } = publication;
-    let (frame, message) = match payload {
+    let message = match payload {
         Payload::Message { data, from, user } => {
             let limit = node.config.max_message_bytes;
             let size = ServerFrame::message_len(room, data, from, user);
             if size > limit {
                 return Err(PublishError::TooLarge { size, limit });
             }
-            (
-                message_frame(room, data, from, user),
-                Some((data, from, user)),
-            )
+            Some(Message {
+                room,
+                data,
+                from,
+                user,
+            })
         }
-        Payload::Relay { opcode, payload } => (frame(opcode, payload), None),
+        Payload::Relay { .. } => None,
     };
-    let relay = match payload {
-        Payload::Relay { opcode, payload } => Some((opcode, payload)),
-        Payload::Message { .. } => None,
-    };
-    // A history room has one order of messages: every publish reaches the whole room.
-    if let (Some(options), Some((data, from, user))) = (node.history_options(room), message) {
+    // A history room has one order of messages: every publish reaches the whole room. Its frame
+    // is encoded where its position is known.
+    if let (Some(options), Some(message)) = (node.history_options(room), message) {
         metrics().published(node.broker.reach(), source);
-        let message = Message {
-            room,
-            data,
-            from,
-            user,
-        };
         return Ok(to_history(node, worker, options, message, scope));
     }
+    let (frame, relay) = match payload {
+        Payload::Message { data, from, user } => (message_frame(room, data, from, user), None),
+        Payload::Relay { opcode, payload } => (frame(opcode, payload), Some((opcode, payload))),
+    };
     // Where the publish goes. A caller without a worker has no worker scope of its own.
     let route = match (scope, worker, message, relay) {
         (Scope::Worker, Some(worker), _, _) => Route::Worker(worker),
@@ -137,15 +134,9 @@ pub(crate) fn publish(
                 here: worker.map(|w| w as &dyn Here),
             }))
         }
-        Route::Cluster((data, from, user)) => {
+        Route::Cluster(message) => {
             // Counted as what the broker reaches: a standalone node's cluster is the node.
             metrics().published(node.broker.reach(), source);
-            let message = Message {
-                room,
-                data,
-                from,
-                user,
-            };
             Ok(node.broker.publish(ClusterPublish {
                 envelope: message.envelope(node, scope),
                 frame,
@@ -289,7 +280,7 @@ pub(crate) fn logged_frame(
 enum Route<'w, 'a> {
     Worker(&'w WorkerRooms),
     Node,
-    Cluster((&'a RawValue, &'a str, Option<&'a str>)),
+    Cluster(Message<'a>),
     ClusterRelay((u8, &'a [u8])),
 }
 

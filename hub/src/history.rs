@@ -521,8 +521,9 @@ impl RoomLog {
     }
 
     /// What `worker` has yet to deliver, up to `DRAIN_BATCH` entries, and the latest
-    /// position; its cursor moves past them.
-    pub(crate) fn pull(&self, worker: usize) -> (Pulled, Placed) {
+    /// position; its cursor moves past them. `by_room`: the pull of the worker's room actor,
+    /// handling a `Drain`.
+    pub(crate) fn pull(&self, worker: usize, by_room: bool) -> (Pulled, Placed) {
         let mut state = self.lock();
         let mut pulled = Pulled::default();
         let head = Placed {
@@ -544,11 +545,14 @@ impl RoomLog {
             pulled.more = upto < last;
             state.cursors[i].seq = upto;
         }
-        if pulled.more {
-            pulled.wake = !state.cursors[i].woken;
+        // `woken` is true exactly while a `Drain` is on its way to the room actor (or being
+        // handled): only the room's own pull, which is that `Drain`, clears it, so however often
+        // publishers and joins pull directly, at most one `Drain` is ever queued per worker.
+        if by_room {
+            state.cursors[i].woken = pulled.more;
+        } else if pulled.more && !state.cursors[i].woken {
             state.cursors[i].woken = true;
-        } else {
-            state.cursors[i].woken = false;
+            pulled.wake = true;
         }
         self.trim(&mut state);
         drop(state);
@@ -605,19 +609,19 @@ impl RoomLog {
         let state = self.lock();
         let ttl = self.options.history_ttl;
         let now = Instant::now();
-        let kept = state.entries.len().min(state.keep);
-        let entries: Vec<Entry> = state
+        // Entries are in the order they came: the history is the last `keep`, the expired ones
+        // are at its front, and the answer is the last `limit` of what is left.
+        let len = state.entries.len();
+        let mut start = len - len.min(state.keep);
+        while state
             .entries
-            .iter()
-            .skip(state.entries.len() - kept)
-            .filter(|e| ttl.is_none_or(|ttl| now.saturating_duration_since(e.at) < ttl))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .take(limit)
-            .rev()
-            .cloned()
-            .collect();
+            .get(start)
+            .is_some_and(|e| ttl.is_some_and(|ttl| now.saturating_duration_since(e.at) >= ttl))
+        {
+            start += 1;
+        }
+        let start = start.max(len.saturating_sub(limit));
+        let entries: Vec<Entry> = state.entries.range(start..).cloned().collect();
         (
             entries,
             Placed {
@@ -700,8 +704,9 @@ impl WorkerLog {
     }
 
     /// Delivers what this worker has not delivered yet, up to one batch.
-    pub(crate) fn drain(&self) -> Drained {
-        let (pulled, _) = self.log.pull(self.worker);
+    /// `by_room`: the room actor drains, handling a `Drain` (see [`RoomLog::pull`]).
+    pub(crate) fn drain(&self, by_room: bool) -> Drained {
+        let (pulled, _) = self.log.pull(self.worker, by_room);
         let drained = Drained {
             more: pulled.more,
             wake: pulled.wake,
@@ -799,7 +804,7 @@ impl WorkerLog {
 
 impl Drains for WorkerLog {
     fn drain_batch(&self) -> bool {
-        self.drain().more
+        self.drain(true).more
     }
 }
 
@@ -838,13 +843,40 @@ mod tests {
             append(&log).is_err(),
             "two undelivered: the publisher waits"
         );
-        let (pulled, head) = log.pull(0);
+        let (pulled, head) = log.pull(0, false);
         assert_eq!(pulled.entries.len(), 2);
         assert_eq!(head.offset, 2);
         assert_eq!(append(&log).unwrap().offset, 3);
         // History keeps one; a worker that leaves no longer holds entries back.
         log.unregister(0);
         assert_eq!(log.len(), 1);
+    }
+
+    #[test]
+    fn direct_pulls_ask_for_one_drain_at_most_until_the_room_has_handled_it() {
+        let history = History::new(true, 1 << 20, 10_000, "t".into());
+        let log = history.attach("r", &options(1), 0);
+        for _ in 0..4 * DRAIN_BATCH {
+            append(&log).unwrap();
+        }
+        let (first, _) = log.pull(0, false);
+        assert!(
+            first.more && first.wake,
+            "more than a batch: one Drain asked for"
+        );
+        let (second, _) = log.pull(0, false);
+        assert!(second.more && !second.wake, "one is on its way already");
+        // The room handles its Drain: still more, it goes on by itself; then done.
+        let (by_room, _) = log.pull(0, true);
+        assert!(by_room.more && !by_room.wake);
+        let (last, _) = log.pull(0, true);
+        assert!(!last.more);
+        append(&log).unwrap();
+        for _ in 0..DRAIN_BATCH + 1 {
+            append(&log).unwrap();
+        }
+        let (again, _) = log.pull(0, false);
+        assert!(again.wake, "none on its way any more: a new one");
     }
 
     #[test]
@@ -920,7 +952,7 @@ mod tests {
         let old = Outbox::new(64, 1 << 20);
         members.borrow_mut().insert(SessionId(1), old.clone());
         append(1);
-        assert!(!worker.drain().more);
+        assert!(!worker.drain(false).more);
         assert_eq!(old.borrow().len_frames(), 1);
 
         // A new member, held while its position is read (2, once these two are in).
@@ -931,7 +963,7 @@ mod tests {
         let (placed, _) = append(3);
         assert_eq!(placed.offset, 3);
         append(4);
-        let _ = worker.drain();
+        let _ = worker.drain(false);
         assert_eq!(old.borrow().len_frames(), 4, "the others are not held up");
         assert_eq!(new.borrow().len_frames(), 0, "held");
         let at = Placed {
@@ -942,7 +974,7 @@ mod tests {
         let held: Vec<&[u8]> = held.iter().map(|f| &f[..]).collect();
         assert_eq!(held, [&b"4@4"[..]], "only what came after its position");
         append(5);
-        let _ = worker.drain();
+        let _ = worker.drain(false);
         assert_eq!(new.borrow().len_frames(), 1, "then live, directly");
 
         // A member whose ack named a position this worker has not delivered yet skips up to it.
@@ -955,7 +987,7 @@ mod tests {
         };
         assert!(worker.settle(SessionId(3), Some(&at)).is_empty());
         append(7);
-        let _ = worker.drain();
+        let _ = worker.drain(false);
         assert_eq!(late.borrow().len_frames(), 1, "6 is skipped, 7 arrives");
         assert_eq!(old.borrow().len_frames(), 7);
     }

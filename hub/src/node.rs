@@ -109,7 +109,6 @@ impl Node {
                     Arc::new(crate::cluster::RedisLists(shared.clone())),
                 );
                 shared.set_presence(
-                    presence.clone(),
                     config.rooms.clone(),
                     receiver,
                     changes,

@@ -8,10 +8,10 @@
 //! room's `leave_debounce`, and only if none of its sessions came back meanwhile; a user who
 //! came back within it is announced neither as gone nor as come.
 //!
-//! Standalone, all of it is here, in memory. In cluster mode the node keeps a mirror of its own
-//! tracked members only (to put them back after Redis was lost) and hands every change to the
+//! Standalone, all of it is here, in memory. In cluster mode every change goes, in order, to the
 //! cluster bridge (`cluster/presence.rs`), which keeps the room's presence in Redis, shared by
-//! every node, and announces joins and leaves through the room's channel.
+//! every node (and the node's own members as its changes leave them, to put back after Redis was
+//! lost), and announces joins and leaves through the room's channel.
 
 use std::{
     collections::HashMap,
@@ -168,6 +168,10 @@ impl Presence {
     }
 
     fn joined(&self, room: &str, session: &str, user: Option<&str>, options: &Arc<RoomOptions>) {
+        // In cluster mode Redis holds presence; the bridge keeps what it needs itself.
+        if let Some((bridge, _)) = self.bridge.get() {
+            return self.to_bridge(bridge, true, room, session, user, options);
+        }
         let key = user_key(session, user);
         let first = {
             let mut rooms = lock(&self.rooms);
@@ -179,9 +183,6 @@ impl Presence {
             *n += 1;
             *n == 1
         };
-        if let Some((bridge, _)) = self.bridge.get() {
-            return self.to_bridge(bridge, true, room, session, user, options);
-        }
         // Back within the debounce: neither the leave nor a join is announced.
         let came_back = lock(&self.leaving)
             .remove(&(room.to_owned(), key))
@@ -199,6 +200,9 @@ impl Presence {
     }
 
     fn left(&self, room: &str, session: &str, user: Option<&str>, options: &Arc<RoomOptions>) {
+        if let Some((bridge, _)) = self.bridge.get() {
+            return self.to_bridge(bridge, false, room, session, user, options);
+        }
         let key = user_key(session, user);
         let gone = {
             let mut rooms = lock(&self.rooms);
@@ -223,9 +227,6 @@ impl Presence {
             }
             gone
         };
-        if let Some((bridge, _)) = self.bridge.get() {
-            return self.to_bridge(bridge, false, room, session, user, options);
-        }
         if !gone || !options.join_leave {
             return;
         }

@@ -218,7 +218,7 @@ impl WorkerRooms {
         };
         if let Some(log) = &local.log {
             // What this worker has yet to deliver goes to the members it was meant for.
-            while log.drain().more {}
+            while log.drain(false).more {}
             if hold {
                 log.hold(id);
             }
@@ -251,8 +251,12 @@ impl WorkerRooms {
         floor: Option<&crate::history::Placed>,
     ) -> Vec<Rc<Frame>> {
         let rooms = self.rooms.borrow();
-        match rooms.get(room).and_then(|r| r.log.as_ref()) {
-            Some(log) if r_has(&rooms, room, id) => log.settle(id, floor),
+        match rooms.get(room) {
+            Some(LocalRoom {
+                log: Some(log),
+                members,
+                ..
+            }) if members.borrow().contains_key(&id) => log.settle(id, floor),
             _ => Vec::new(),
         }
     }
@@ -262,7 +266,7 @@ impl WorkerRooms {
     pub(crate) fn drain_log(&self, room: &str) {
         let log = self.rooms.borrow().get(room).and_then(|r| r.log.clone());
         if let Some(log) = log {
-            if log.drain().wake {
+            if log.drain(false).wake {
                 if let Some(local) = self.rooms.borrow().get(room) {
                     crate::history::wake(vec![(*local.addr).clone()]);
                 }
@@ -330,12 +334,6 @@ impl WorkerRooms {
             self.node.broadcaster.unregister(room, self.index);
         }
     }
-}
-
-fn r_has(rooms: &HashMap<RoomName, LocalRoom>, room: &str, id: SessionId) -> bool {
-    rooms
-        .get(room)
-        .is_some_and(|r| r.members.borrow().contains_key(&id))
 }
 
 impl Here for WorkerRooms {

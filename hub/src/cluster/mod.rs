@@ -248,9 +248,8 @@ pub(crate) struct Shared {
     /// History reads in flight, shared by every session that asks the same (see `read`).
     reads: Mutex<HashMap<ReadKey, SharedRead>>,
     read_permits: tokio::sync::Semaphore,
-    /// The node's presence (rooms that track members), its room rules, the changes it hands
-    /// the bridge, and the prefix of this process's session ids.
-    presence: Mutex<Option<Arc<crate::presence::Presence>>>,
+    /// Presence: the node's room rules, the changes it hands the bridge (and where restores
+    /// queue behind them), and the prefix of this process's session ids.
     presence_rules: Mutex<Option<crate::config::RoomRules>>,
     changes: Mutex<Option<mpsc::Receiver<crate::presence::ToBridge>>>,
     /// Where restores are asked for, behind the changes already queued.
@@ -392,7 +391,6 @@ impl RedisBroker {
             presence_scripts: presence::Scripts::default(),
             reads: Mutex::new(HashMap::new()),
             read_permits: tokio::sync::Semaphore::new(READS_IN_FLIGHT),
-            presence: Mutex::new(None),
             presence_rules: Mutex::new(None),
             changes: Mutex::new(None),
             to_bridge: Mutex::new(None),
@@ -454,18 +452,17 @@ impl Shared {
         ]
     }
 
-    /// Hands the bridge the node's presence: its changes arrive on `changes`; `instance` starts
-    /// every session id of this process.
+    /// Hands the bridge the node's presence: its room rules, its changes (arriving on
+    /// `changes`; restores are queued behind them on `to_bridge`); `instance` starts every
+    /// session id of this process.
     pub(crate) fn set_presence(
         &self,
-        presence: Arc<crate::presence::Presence>,
         rules: crate::config::RoomRules,
         changes: mpsc::Receiver<crate::presence::ToBridge>,
         to_bridge: mpsc::Sender<crate::presence::ToBridge>,
         instance: String,
     ) {
         *lock(&self.to_bridge) = Some(to_bridge);
-        *lock(&self.presence) = Some(presence);
         *lock(&self.presence_rules) = Some(rules);
         *lock(&self.changes) = Some(changes);
         *lock(&self.instance) = instance;

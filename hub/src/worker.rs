@@ -217,8 +217,20 @@ impl WorkerRooms {
             }
         };
         if let Some(log) = &local.log {
-            // What this worker has yet to deliver goes to the members it was meant for.
-            while log.drain(false).more {}
+            // What this worker has yet to deliver goes to the members it was meant for. A pull
+            // that asked for a `Drain` must send it, even though this loop leaves nothing for
+            // it: until the room's own pull, no other `Drain` is asked for.
+            let mut wake = false;
+            loop {
+                let drained = log.drain(false);
+                wake |= drained.wake;
+                if !drained.more {
+                    break;
+                }
+            }
+            if wake {
+                crate::history::wake(vec![(*local.addr).clone()]);
+            }
             if hold {
                 log.hold(id);
             }

@@ -276,7 +276,14 @@ impl Resp {
 
     fn fill(&mut self) -> std::io::Result<()> {
         let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk)?;
+        // A signal (a child of this test process exiting, say) can interrupt the read; that is
+        // not the server's answer, so read again.
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }

@@ -94,6 +94,10 @@ pub struct Subprotocol {
     pub mode: Mode,
 }
 
+/// Messages shorter than this go out uncompressed by default: a deflated JSON message of a few
+/// dozen bytes is hardly shorter, and its frame header is the same.
+pub const DEFAULT_COMPRESSION_MIN_BYTES: usize = 256;
+
 /// One WebSocket endpoint: a path prefix and the terms for connecting to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Endpoint {
@@ -111,6 +115,11 @@ pub struct Endpoint {
     pub subprotocols: Vec<Subprotocol>,
     /// Refuse clients that offer no subprotocol, instead of running them in `mode`.
     pub require_subprotocol: bool,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it.
+    pub compression: bool,
+    /// Messages shorter than this many bytes go out uncompressed even to a client that
+    /// negotiated compression: below it, deflate saves too little to be worth its CPU.
+    pub compression_min_bytes: usize,
 }
 
 /// An endpoint as written in a config file (`[[endpoints]]`): every field but the name may be
@@ -124,6 +133,8 @@ pub struct EndpointSpec {
     pub origins: Option<Vec<String>>,
     pub subprotocols: Option<Vec<SubprotocolSpec>>,
     pub require_subprotocol: Option<bool>,
+    pub compression: Option<bool>,
+    pub compression_min_bytes: Option<usize>,
 }
 
 /// A subprotocol as written in a config file: a bare name, which takes the endpoint's mode, or
@@ -273,6 +284,8 @@ impl Endpoint {
                 mode: Mode::Json,
             }],
             require_subprotocol: false,
+            compression: false,
+            compression_min_bytes: DEFAULT_COMPRESSION_MIN_BYTES,
         }
     }
 
@@ -561,6 +574,8 @@ impl Policy {
                     origins: Vec::new(),
                     subprotocols: Vec::new(),
                     require_subprotocol: false,
+                    compression: false,
+                    compression_min_bytes: DEFAULT_COMPRESSION_MIN_BYTES,
                 });
                 let last = endpoints.len() - 1;
                 &mut endpoints[last]
@@ -682,6 +697,12 @@ fn apply_spec(endpoint: &mut Endpoint, spec: &EndpointSpec) -> Result<(), Policy
     }
     if let Some(required) = spec.require_subprotocol {
         endpoint.require_subprotocol = required;
+    }
+    if let Some(on) = spec.compression {
+        endpoint.compression = on;
+    }
+    if let Some(min) = spec.compression_min_bytes {
+        endpoint.compression_min_bytes = min;
     }
     Ok(())
 }

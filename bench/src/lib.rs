@@ -227,6 +227,10 @@ pub struct Common {
     /// WebSocket handshakes in flight at once, so the server's accept backlog is not overrun.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Subscribers offer permessage-deflate and inflate what comes compressed (publishers do
+    /// not offer it).
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 impl Common {
@@ -445,7 +449,8 @@ fn endpoints(args: &BenchArgs) -> Result<Endpoints, Error> {
     }
     let mut nodes: Vec<net::Endpoint> = Vec::with_capacity(urls.len());
     for url in &urls {
-        let ep = net::Endpoint::parse("--url", url, common.source_ips)?;
+        let mut ep = net::Endpoint::parse("--url", url, common.source_ips)?;
+        ep.deflate = common.deflate;
         if let Some(k) = nodes.iter().position(|n| n.same_server(&ep)) {
             return Err(Error(format!(
                 "--url lists the same server twice: `{}` and `{url}`",

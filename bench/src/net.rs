@@ -22,7 +22,11 @@ use tokio::{
 };
 use tokio_tungstenite::{
     client_async_with_config,
-    tungstenite::{http::Uri, protocol::WebSocketConfig},
+    tungstenite::{
+        client::IntoClientRequest as _,
+        http::{HeaderValue, Uri},
+        protocol::WebSocketConfig,
+    },
     WebSocketStream,
 };
 
@@ -47,6 +51,8 @@ pub(crate) struct Endpoint {
     query: Option<String>,
     /// Source addresses to bind to, round-robin; empty: let the kernel choose.
     sources: Vec<IpAddr>,
+    /// Subscribers ([`Endpoint::connect_raw`]) offer permessage-deflate (`--deflate`).
+    pub(crate) deflate: bool,
 }
 
 impl Endpoint {
@@ -89,6 +95,7 @@ impl Endpoint {
             path: uri.path().trim_end_matches('/').to_owned(),
             query: uri.query().map(str::to_owned),
             sources,
+            deflate: false,
         })
     }
 
@@ -144,7 +151,16 @@ impl Endpoint {
             // Only the handshake runs on `tap`: tungstenite keeps the bytes after the response
             // head as the start of its frame buffer, and dropping it here loses them, so the
             // copy in `seen` is where they are taken from.
-            let (ws, _response) = client_async_with_config(url, tap, Some(config()))
+            let mut request = url
+                .into_client_request()
+                .map_err(|e| Error::from(e).context(format!("connection {index} to {url}")))?;
+            if self.deflate {
+                request.headers_mut().insert(
+                    "Sec-WebSocket-Extensions",
+                    HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+                );
+            }
+            let (ws, _response) = client_async_with_config(request, tap, Some(config()))
                 .await
                 .map_err(|e| {
                     Error::from(e).context(format!("connection {index} to {url}{from}"))

@@ -64,6 +64,8 @@ pub(crate) enum Item<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
     fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    compressed: bool,
     opcode: u8,
     /// Header bytes (2, 4 or 10: server frames are not masked).
     len: usize,
@@ -79,11 +81,14 @@ fn parse_header(b: &[u8]) -> Result<Option<Header>> {
     };
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0F;
-    if b0 & 0x70 != 0 {
+    // RSV1 is permessage-deflate's "compressed" bit; it is inflated if it comes (the
+    // subscribers offer the extension only with `--deflate`).
+    if b0 & 0x30 != 0 {
         return Err(Error(format!(
             "WebSocket: reserved bits set in a frame header ({b0:#04x}) without an extension"
         )));
     }
+    let compressed = b0 & 0x40 != 0;
     if b1 & 0x80 != 0 {
         return Err("WebSocket: the server sent a masked frame".into());
     }
@@ -124,6 +129,7 @@ fn parse_header(b: &[u8]) -> Result<Option<Header>> {
     }
     Ok(Some(Header {
         fin,
+        compressed,
         opcode,
         len,
         payload,
@@ -149,6 +155,8 @@ pub(crate) struct Reader {
     frag_buf: Vec<u8>,
     /// `frag_buf` was handed out as a complete message: emptied on the next call.
     frag_done: bool,
+    /// The inflater of compressed messages, made at the first one.
+    inflater: Option<Box<flate2::Decompress>>,
 }
 
 impl Default for Reader {
@@ -169,6 +177,7 @@ impl Reader {
             frag: None,
             frag_buf: Vec::new(),
             frag_done: false,
+            inflater: None,
         }
     }
 
@@ -274,6 +283,20 @@ impl Reader {
             if self.frag.is_some() {
                 return Err("WebSocket: a new message began inside a fragmented one".into());
             }
+            if h.fin && h.compressed {
+                // Inflated into the fragment buffer, which the next call clears.
+                let inflater = self
+                    .inflater
+                    .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
+                inflate(inflater, &self.buf[payload], &mut self.frag_buf)?;
+                self.frag_done = true;
+                return Ok(Some(Item::Data(kind, &self.frag_buf)));
+            }
+            if h.compressed {
+                return Err(
+                    "WebSocket: a fragmented compressed message (not supported here)".into(),
+                );
+            }
             if h.fin {
                 return Ok(Some(Item::Data(kind, &self.buf[payload])));
             }
@@ -281,6 +304,39 @@ impl Reader {
             self.frag_buf.extend_from_slice(&self.buf[payload]);
         }
     }
+}
+
+/// A compressed message's payload (each message deflated on its own, as the hub's are: it
+/// answers with `server_no_context_takeover`), inflated into `out`.
+fn inflate(inflater: &mut flate2::Decompress, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    inflater.reset(false);
+    out.clear();
+    for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+        let mut at = 0;
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(4096));
+            }
+            let (before_in, before_out) = (inflater.total_in(), out.len());
+            let status = inflater
+                .decompress_vec(&input[at..], out, flate2::FlushDecompress::Sync)
+                .map_err(|e| Error(format!("WebSocket: bad compressed message: {e}")))?;
+            let consumed = (inflater.total_in() - before_in) as usize;
+            at += consumed;
+            if status == flate2::Status::StreamEnd {
+                return Ok(());
+            }
+            if out.len() > MAX_MESSAGE {
+                return Err("WebSocket: a compressed message inflates past the limit".into());
+            }
+            // Until a call with room to spare gives nothing more (output may be held back even
+            // once all of the input is in).
+            if consumed == 0 && out.len() == before_out {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The status code and reason of a close frame's payload.

@@ -174,3 +174,11 @@ fn drain(outboxes: &[SharedOutbox]) -> u64 {
     }
     n
 }
+
+/// A `message` frame of `payload` as the hub sends it, and the same frame compressed as it goes
+/// to every member that negotiated permessage-deflate (`None`: deflate does not shorten it).
+pub fn deflate_message(payload: &[u8]) -> (Bytes, Option<Bytes>) {
+    let plain = crate::codec::text_frame(payload);
+    let compressed = crate::deflate::deflate_frame(&plain);
+    (plain, compressed)
+}

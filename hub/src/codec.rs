@@ -10,6 +10,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use switchboard_protocol::{close, ServerFrame};
 
+use crate::deflate::{inflate, InflateError, RSV1};
+
 pub(crate) use actix_http::ws::{Item, Message};
 
 /// A complete WebSocket frame (header and payload) as it goes on the wire, encoded once per
@@ -132,6 +134,10 @@ const INVALID_UTF8: Violation = Violation {
     code: close::INVALID_PAYLOAD,
     reason: "invalid utf-8",
 };
+const INVALID_DEFLATE: Violation = Violation {
+    code: close::INVALID_PAYLOAD,
+    reason: "invalid compressed data",
+};
 
 /// What decoding hands the session: a message, or the close code for a broken protocol.
 pub(crate) type Inbound = Result<Message, Violation>;
@@ -156,6 +162,22 @@ pub(crate) struct Decoder {
     partial: Option<PartialText>,
     /// A fragmented message is in progress (its first fragment came, its last has not).
     fragmented: bool,
+    /// permessage-deflate was negotiated: a data message with RSV1 set is compressed.
+    deflate: bool,
+    /// The frame at the front of the buffer starts a compressed message (its RSV1 bit, taken
+    /// off the buffer for the frame parser, which knows no extension).
+    front_compressed: bool,
+    /// A compressed message that came in fragments, so far: its payload is inflated whole,
+    /// once the last fragment is in (each message is deflated on its own, see `deflate.rs`).
+    compressed: Option<(bool, BytesMut)>,
+}
+
+/// What one decoded frame gives: a message for the session, or nothing yet.
+enum Step {
+    Message(Message),
+    /// The frame was taken in (a fragment of a compressed message); decode the next one.
+    Absorbed,
+    NeedMore,
 }
 
 /// The part of an incomplete text frame checked so far.
@@ -192,7 +214,16 @@ impl Decoder {
             message_len: 0,
             partial: None,
             fragmented: false,
+            deflate: false,
+            front_compressed: false,
+            compressed: None,
         }
+    }
+
+    /// The same decoder for a session that negotiated permessage-deflate.
+    pub(crate) fn with_deflate(mut self) -> Self {
+        self.deflate = true;
+        self
     }
 
     /// Adds bytes read from the socket.
@@ -217,7 +248,11 @@ impl Decoder {
             return Ok(());
         }
         let opcode = b[0] & 0x0f;
-        if b[0] & 0x70 != 0 || b[1] & 0x80 == 0 || !matches!(opcode, 0x0..=0x2 | 0x8..=0xa) {
+        // RSV1 marks a compressed message, so only on a message's first frame, and only with
+        // permessage-deflate negotiated; RSV2 and RSV3 mean nothing here.
+        let rsv = b[0] & 0x70;
+        let rsv_ok = rsv == 0 || (rsv == RSV1 && self.deflate && matches!(opcode, 0x1 | 0x2));
+        if !rsv_ok || b[1] & 0x80 == 0 || !matches!(opcode, 0x0..=0x2 | 0x8..=0xa) {
             return Err(PROTOCOL_ERROR);
         }
         let len = match b[1] & 0x7f {
@@ -251,8 +286,11 @@ impl Decoder {
     fn check_partial_text(&mut self) -> Result<(), Violation> {
         let b = &self.buf;
         // During a fragmented message a text frame is a protocol error (1002), which the codec
-        // reports once the frame is in; it is not checked for UTF-8 meanwhile.
-        if b.len() < 2 || b[0] & 0x8f != 0x81 || self.fragmented {
+        // reports once the frame is in; it is not checked for UTF-8 meanwhile. A compressed
+        // frame's text is known only once it is inflated.
+        // A text frame without FIN starts a fragmented message: its text is checked the same
+        // way (a character may be cut at its end, to be completed by the next fragment).
+        if b.len() < 2 || b[0] & 0x0f != 0x1 || self.fragmented || self.front_compressed {
             self.partial = None;
             return Ok(());
         }
@@ -309,7 +347,21 @@ impl Decoder {
 
     /// The next complete message, `Ok(None)` when more bytes are needed.
     pub(crate) fn decode(&mut self) -> Result<Option<Message>, Violation> {
+        loop {
+            match self.step()? {
+                Step::Message(message) => return Ok(Some(message)),
+                Step::Absorbed => {}
+                Step::NeedMore => return Ok(None),
+            }
+        }
+    }
+
+    fn step(&mut self) -> Result<Step, Violation> {
         self.check_header()?;
+        if self.deflate && self.buf.first().is_some_and(|b| b & RSV1 != 0) {
+            self.buf[0] &= !RSV1;
+            self.front_compressed = true;
+        }
         let frame = match self.codec.decode(&mut self.buf) {
             Ok(Some(frame)) => {
                 self.partial = None;
@@ -317,16 +369,19 @@ impl Decoder {
             }
             Ok(None) => {
                 self.check_partial_text()?;
-                return Ok(None);
+                return Ok(Step::NeedMore);
             }
             Err(ProtocolError::Overflow) => return Err(TOO_BIG),
             Err(_) => return Err(PROTOCOL_ERROR),
         };
+        let compressed = std::mem::take(&mut self.front_compressed);
         if self.buf.is_empty() {
             // Release the allocation: an idle connection holds no buffer.
             self.buf = BytesMut::new();
         }
-        Ok(Some(match frame {
+        Ok(Step::Message(match frame {
+            WsFrame::Text(data) if compressed => self.inflated(true, &data)?,
+            WsFrame::Binary(data) if compressed => self.inflated(false, &data)?,
             WsFrame::Text(data) => {
                 Message::Text(ByteString::try_from(data).map_err(|_| INVALID_UTF8)?)
             }
@@ -337,18 +392,57 @@ impl Decoder {
             WsFrame::Continuation(item) => {
                 match &item {
                     Item::FirstText(b) | Item::FirstBinary(b) => {
+                        // A first text fragment fails on invalid UTF-8 here, whole, as it does
+                        // while it arrives (`check_partial_text`): one answer however its bytes
+                        // came. A character cut at its end is the next fragment's to complete.
+                        if !compressed && matches!(item, Item::FirstText(_)) {
+                            if let Err(e) = std::str::from_utf8(b) {
+                                if e.error_len().is_some() {
+                                    return Err(INVALID_UTF8);
+                                }
+                            }
+                        }
                         self.message_len = b.len() as u64;
                         self.fragmented = true;
+                        if compressed {
+                            let text = matches!(item, Item::FirstText(_));
+                            self.compressed = Some((text, BytesMut::from(&b[..])));
+                            return Ok(Step::Absorbed);
+                        }
                     }
-                    Item::Continue(b) => self.message_len += b.len() as u64,
+                    Item::Continue(b) => {
+                        self.message_len += b.len() as u64;
+                        if let Some((_, whole)) = &mut self.compressed {
+                            whole.extend_from_slice(b);
+                            return Ok(Step::Absorbed);
+                        }
+                    }
                     Item::Last(b) => {
                         self.message_len += b.len() as u64;
                         self.fragmented = false;
+                        if let Some((text, mut whole)) = self.compressed.take() {
+                            whole.extend_from_slice(b);
+                            return Ok(Step::Message(self.inflated(text, &whole)?));
+                        }
                     }
                 }
                 Message::Continuation(item)
             }
         }))
+    }
+
+    /// A compressed message's payload, inflated to at most the message limit.
+    fn inflated(&self, text: bool, payload: &[u8]) -> Result<Message, Violation> {
+        let max = usize::try_from(self.max).unwrap_or(usize::MAX);
+        let data = Bytes::from(inflate(payload, max).map_err(|e| match e {
+            InflateError::TooBig => TOO_BIG,
+            InflateError::Invalid => INVALID_DEFLATE,
+        })?);
+        Ok(if text {
+            Message::Text(ByteString::try_from(data).map_err(|_| INVALID_UTF8)?)
+        } else {
+            Message::Binary(data)
+        })
     }
 }
 
@@ -400,7 +494,7 @@ mod tests {
 
     /// Inputs the `frame_reader` fuzz target found giving another answer cut than whole: a
     /// text frame inside a fragmented message (1002 either way, not 1007 when it came in
-    /// pieces), and a fragment's invalid text checked only by the reassembly.
+    /// pieces), and a first fragment's invalid text (1007 whether it is whole or still arriving).
     #[test]
     fn how_the_bytes_arrive_changes_no_answer() {
         let inside: &[u8] = &[
@@ -412,12 +506,16 @@ mod tests {
         let fragment = client_frame(false, 0x1, b"\xff\xfe partial");
         let mut cut = read(&fragment, &[8]);
         assert_eq!(cut, read(&fragment, &[]));
+        assert_eq!(cut.1, Some(close::INVALID_PAYLOAD));
         cut = read(&fragment[..10], &[]);
         assert_eq!(
             cut,
-            (0, None),
-            "a fragment is checked whole, by the reassembly"
+            (0, Some(close::INVALID_PAYLOAD)),
+            "a first fragment's text is checked while it arrives"
         );
+        // A first fragment that ends inside a character is fine: the next one completes it.
+        let open = client_frame(false, 0x1, "ok \u{20ac}".as_bytes().split_last().unwrap().1);
+        assert_eq!(read(&open, &[5]), (1, None));
     }
 
     /// Invalid UTF-8 in a text frame fails it while the frame is still arriving; valid text
@@ -463,6 +561,84 @@ mod tests {
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         out
+    }
+
+    /// A client's compressed frame: `payload` deflated on its own, RSV1 set on a first frame.
+    fn compressed_frames(opcode: u8, payload: &[u8], pieces: usize) -> Vec<u8> {
+        let plain = frame(opcode, payload);
+        let z = crate::deflate::deflate_frame(&plain).unwrap();
+        let header = match z[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        let data = &z[header..];
+        let step = data.len().div_ceil(pieces);
+        let mut out = Vec::new();
+        for (i, chunk) in data.chunks(step).enumerate() {
+            let last = (i + 1) * step >= data.len();
+            let mut f = client_frame(last, if i == 0 { opcode } else { 0x0 }, chunk);
+            if i == 0 {
+                f[0] |= RSV1;
+            }
+            out.extend(f);
+        }
+        out
+    }
+
+    #[test]
+    fn compressed_messages_whole_or_in_fragments_decode_to_their_text() {
+        let text = "{\"op\":\"publish\",\"room\":\"r\",\"data\":\"".to_owned()
+            + &"abc".repeat(300)
+            + "\"}";
+        for pieces in [1, 2, 5] {
+            let bytes = compressed_frames(opcode::TEXT, text.as_bytes(), pieces);
+            let mut d = Decoder::new(&bytes, 4096).with_deflate();
+            match d.decode() {
+                Ok(Some(Message::Text(t))) => assert_eq!(&*t, text, "{pieces}"),
+                other => panic!("{pieces}: {other:?}"),
+            }
+            assert!(matches!(d.decode(), Ok(None)));
+            // Without the extension negotiated, RSV1 is a protocol error.
+            let mut plain = Decoder::new(&bytes, 4096);
+            assert_eq!(plain.decode().unwrap_err().code, close::PROTOCOL_ERROR);
+        }
+        // A ping between the fragments of a compressed message comes out first.
+        let mut bytes = compressed_frames(opcode::BINARY, &[7u8; 3000], 2);
+        let ping = client_frame(true, opcode::PING, b"p");
+        let first_len = 2 + 4 + (bytes[1] & 0x7f) as usize;
+        bytes.splice(first_len..first_len, ping);
+        let mut d = Decoder::new(&bytes, 4096).with_deflate();
+        assert!(matches!(d.decode(), Ok(Some(Message::Ping(_)))));
+        match d.decode() {
+            Ok(Some(Message::Binary(b))) => assert_eq!(&b[..], &[7u8; 3000][..]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn compressed_input_is_held_to_the_limit_after_inflating_and_must_be_deflate() {
+        // 1 MiB of zeros, a few KiB compressed: refused with 1009, not inflated into memory.
+        let bomb = compressed_frames(opcode::BINARY, &vec![0u8; 1 << 20], 1);
+        assert!(bomb.len() < 65_536);
+        let mut d = Decoder::new(&bomb, 65_536).with_deflate();
+        assert_eq!(d.decode().unwrap_err().code, close::MESSAGE_TOO_BIG);
+        let mut junk = client_frame(true, opcode::TEXT, &[0xff; 20]);
+        junk[0] |= RSV1;
+        let mut d = Decoder::new(&junk, 4096).with_deflate();
+        assert_eq!(d.decode().unwrap_err().code, close::INVALID_PAYLOAD);
+        // RSV1 on a continuation frame, or RSV2, is a protocol error even with the extension.
+        let mut bytes = client_frame(false, opcode::TEXT, b"ab");
+        let mut cont = client_frame(true, 0x0, b"cd");
+        cont[0] |= RSV1;
+        bytes.extend(cont);
+        let mut d = Decoder::new(&bytes, 4096).with_deflate();
+        assert!(matches!(d.decode(), Ok(Some(Message::Continuation(_)))));
+        assert_eq!(d.decode().unwrap_err().code, close::PROTOCOL_ERROR);
+        let mut rsv2 = client_frame(true, opcode::TEXT, b"x");
+        rsv2[0] |= 0x20;
+        let mut d = Decoder::new(&rsv2, 4096).with_deflate();
+        assert_eq!(d.decode().unwrap_err().code, close::PROTOCOL_ERROR);
     }
 
     #[test]

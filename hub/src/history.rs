@@ -41,7 +41,7 @@ use crate::{
     codec::Frame,
     config::RoomOptions,
     metrics::metrics,
-    outbox::Refused,
+    outbox::{Outgoing, Refused},
     room::{fan_out, Drain, Drains, Members, Room, Tally},
     RoomName, SessionId,
 };
@@ -718,7 +718,7 @@ impl WorkerLog {
     }
 
     fn deliver(&self, entry: Entry) {
-        let frame = Rc::new(entry.frame);
+        let frame = Outgoing::new(entry.frame);
         let mut special = self.special.borrow_mut();
         {
             let mut epoch = self.epoch.borrow_mut();
@@ -750,13 +750,13 @@ impl WorkerLog {
                         outbox.borrow_mut().evict();
                         tally.overflowed += 1;
                     } else {
-                        held.push((entry.offset, frame.clone()));
+                        held.push((entry.offset, frame.plain().clone()));
                     }
                     continue;
                 }
             }
             let mut outbox = outbox.borrow_mut();
-            match outbox.deliver(&frame) {
+            match outbox.deliver_shared(&frame) {
                 Ok(()) => tally.delivered += 1,
                 Err(Refused::Overflow) => tally.overflowed += 1,
                 Err(Refused::Evicted) => tally.refused += 1,

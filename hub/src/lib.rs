@@ -68,6 +68,7 @@ mod broker;
 mod cluster;
 mod codec;
 mod control;
+mod deflate;
 mod delivery;
 mod events;
 mod history;

@@ -189,6 +189,10 @@ pub struct Metrics {
     disconnects: Vec<IntCounter>,
     frames: Vec<IntCounter>,
     pub(crate) bytes_in: IntCounter,
+    /// permessage-deflate: messages compressed (once per message, whatever the number of
+    /// recipients) and client messages inflated.
+    pub(crate) deflate_out: IntCounter,
+    pub(crate) deflate_in: IntCounter,
     pub(crate) bytes_out: IntCounter,
     fanout_seconds: Histogram,
     /// The HTTP publishing API: request durations by route (in `HttpRoute::ALL` order) and
@@ -493,6 +497,16 @@ impl Metrics {
             "direction",
         );
         let bytes_in = bytes.with_label_values(&["in"]);
+        let deflate = counter_family(
+            &registry,
+            "switchboard_deflate_messages_total",
+            "permessage-deflate, by direction: out, messages compressed (once per published \
+             message and worker, shared by every member that negotiated compression); in, client \
+             messages inflated.",
+            "direction",
+        );
+        let deflate_out = deflate.with_label_values(&["out"]);
+        let deflate_in = deflate.with_label_values(&["in"]);
         let bytes_out = bytes.with_label_values(&["out"]);
         let fanout_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -555,6 +569,8 @@ impl Metrics {
             frames,
             bytes_in,
             bytes_out,
+            deflate_out,
+            deflate_in,
             fanout_seconds,
             http_seconds,
             http_rejected,

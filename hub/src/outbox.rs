@@ -23,6 +23,7 @@ use switchboard_protocol::ServerFrame;
 
 use crate::{
     codec::{close_frame, control_frame, opcode, text_frame_of, Frame},
+    deflate::deflate_frame,
     metrics::Disconnect,
 };
 
@@ -53,6 +54,51 @@ pub(crate) struct Outbox {
     pub(crate) ended: Option<Disconnect>,
     /// The writer's task, woken when a frame arrives while it is idle.
     waker: Option<Waker>,
+    /// The session negotiated permessage-deflate and may be sent compressed messages: data
+    /// frames of at least this many bytes go out compressed.
+    pub(crate) compress_from: Option<usize>,
+}
+
+/// A frame on its way to the members of a room on one worker, with its compressed form made at
+/// most once, for the first member that negotiated compression: every other such member shares
+/// it, as they all share the plain frame (see `deflate.rs`).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    plain: Rc<Frame>,
+    deflated: std::cell::OnceCell<Option<Rc<Frame>>>,
+}
+
+impl Outgoing {
+    pub(crate) fn new(frame: Frame) -> Outgoing {
+        Outgoing::of(Rc::new(frame))
+    }
+
+    pub(crate) fn of(plain: Rc<Frame>) -> Outgoing {
+        Outgoing {
+            plain,
+            deflated: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The frame as it goes to every member.
+    pub(crate) fn plain(&self) -> &Rc<Frame> {
+        &self.plain
+    }
+
+    /// The frame for a member that compresses frames from `compress_from` bytes on (`None`:
+    /// it does not): the compressed one if the plain one is that long and deflate made it
+    /// shorter.
+    #[inline]
+    fn for_member(&self, compress_from: Option<usize>) -> &Rc<Frame> {
+        match compress_from {
+            Some(min) if self.plain.len() >= min => self
+                .deflated
+                .get_or_init(|| deflate_frame(&self.plain).map(Rc::new))
+                .as_ref()
+                .unwrap_or(&self.plain),
+            _ => &self.plain,
+        }
+    }
 }
 
 /// A frame was not queued.
@@ -77,17 +123,32 @@ impl Outbox {
             last_heard: Instant::now(),
             ended: None,
             waker: None,
+            compress_from: None,
         }))
     }
 
     /// Delivers a shared frame from a room (or the operator). Refused once the session is
     /// evicted, or when the frame would take the outbox over either bound (which evicts it).
     #[inline]
-    pub(crate) fn deliver(&mut self, frame: &Rc<Frame>) -> Result<(), Refused> {
+    pub(crate) fn deliver_shared(&mut self, frame: &Outgoing) -> Result<(), Refused> {
         if self.frames.len() >= self.max_frames {
             return Err(self.overflow());
         }
-        self.enqueue(frame.clone(), true)
+        let frame = frame.for_member(self.compress_from).clone();
+        self.enqueue(frame, true)
+    }
+
+    /// Delivers a frame meant for this session alone (a replay, an operator's direct frame),
+    /// like [`Outbox::deliver_shared`]; compressed for this session if it compresses.
+    pub(crate) fn deliver(&mut self, frame: &Rc<Frame>) -> Result<(), Refused> {
+        self.deliver_shared(&Outgoing::of(frame.clone()))
+    }
+
+    /// Queues a data frame of the session's own (an echo), compressed if the session
+    /// compresses.
+    pub(crate) fn push_data(&mut self, frame: Frame) -> Result<(), Refused> {
+        let frame = Outgoing::new(frame).for_member(self.compress_from).clone();
+        self.enqueue(frame, false)
     }
 
     /// Queues one of the session's own frames, under the byte bound: a client that sends

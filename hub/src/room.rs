@@ -18,10 +18,9 @@ use std::{
 use actix::{fut::wrap_future, Actor, Addr, AsyncContext, Context, Handler};
 
 use crate::{
-    codec::Frame,
     messages::Fanout,
     metrics::{metrics, Drop as Dropped},
-    outbox::{Refused, SharedOutbox},
+    outbox::{Outgoing, Refused, SharedOutbox},
     SessionId,
 };
 
@@ -196,13 +195,13 @@ impl Tally {
 /// removes it from the table), so the other members never wait for it.
 pub(crate) fn fan_out(
     members: &HashMap<SessionId, SharedOutbox>,
-    frame: &Rc<Frame>,
+    frame: &Outgoing,
     except: Option<SessionId>,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut deliver = |outbox: &SharedOutbox| {
         let mut outbox = outbox.borrow_mut();
-        match outbox.deliver(frame) {
+        match outbox.deliver_shared(frame) {
             Ok(()) => tally.delivered += 1,
             Err(Refused::Overflow) => tally.overflowed += 1,
             Err(Refused::Evicted) => tally.refused += 1,
@@ -271,8 +270,9 @@ impl Handler<Fanout> for Room {
             // tasks of the worker (its sessions among them) have run.
             ctx.wait(wrap_future(tokio::task::yield_now()));
         }
-        // Crossed threads once as `Bytes`; on this thread every member shares one `Rc`.
-        fan_out(&self.members.borrow(), &Rc::new(frame), except).record();
+        // Crossed threads once as `Bytes`; on this thread every member shares one `Rc` (and
+        // one compressed `Rc`, if some negotiated compression).
+        fan_out(&self.members.borrow(), &Outgoing::new(frame), except).record();
         // The last room to finish with this publish records its fan-out time.
         drop(timer);
     }

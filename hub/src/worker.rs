@@ -28,7 +28,7 @@ use crate::{
     history::WorkerLog,
     metrics::metrics,
     node::{Node, SessionInfo},
-    outbox::SharedOutbox,
+    outbox::{Outgoing, SharedOutbox},
     room::{fan_out, Members, Mode, Room},
     RoomName, SessionId,
 };
@@ -362,7 +362,7 @@ impl Here for WorkerRooms {
             return Local::Queue(local.addr.clone(), frame, local.mode.queue_one());
         }
         // On this thread every member shares one `Rc` of the frame.
-        let tally = fan_out(&local.members.borrow(), &Rc::new(frame), except);
+        let tally = fan_out(&local.members.borrow(), &Outgoing::new(frame), except);
         local
             .mode
             .note_fullest(tally.fullest, (self.node.config.outbox_capacity / 4).max(1));

@@ -731,6 +731,8 @@ pub struct RawClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame {
     pub fin: bool,
+    /// The reserved bits (RSV1 is 4: a compressed message, with permessage-deflate).
+    pub rsv: u8,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -783,11 +785,32 @@ impl RawClient {
         Ok(c)
     }
 
+    /// Connects to `path` with `extra` request header lines; the client and the 101 response
+    /// head, or `Err` with the head when the hub does not answer 101.
+    pub async fn connect_with(
+        hub: &impl Target,
+        path: &str,
+        extra: &[&str],
+    ) -> Result<(RawClient, String), String> {
+        Self::handshake_with(hub, None, path, extra).await
+    }
+
     async fn handshake(
         hub: &impl Target,
         rcvbuf: Option<u32>,
         path: &str,
     ) -> Result<RawClient, String> {
+        Self::handshake_with(hub, rcvbuf, path, &[])
+            .await
+            .map(|(c, _)| c)
+    }
+
+    async fn handshake_with(
+        hub: &impl Target,
+        rcvbuf: Option<u32>,
+        path: &str,
+        extra: &[&str],
+    ) -> Result<(RawClient, String), String> {
         let socket = TcpSocket::new_v4().unwrap();
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).unwrap();
@@ -802,14 +825,14 @@ impl RawClient {
             welcome: None,
         };
         c.stream
-            .write_all(&upgrade_request(hub, path, &[]))
+            .write_all(&upgrade_request(hub, path, extra))
             .await
             .unwrap();
         let head = c.read_http_head().await;
         if !head.starts_with("HTTP/1.1 101") {
             return Err(head);
         }
-        Ok(c)
+        Ok((c, head))
     }
 
     async fn read_http_head(&mut self) -> String {
@@ -961,6 +984,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     Some((
         RawFrame {
             fin,
+            rsv: (buf[0] >> 4) & 7,
             opcode,
             payload: buf[idx..idx + len].to_vec(),
         },

@@ -20,6 +20,8 @@ fn policy_err(value: serde_json::Value) -> PolicyError {
 
 fn endpoint(name: &str, path: &str) -> Endpoint {
     Endpoint {
+        compression: false,
+        compression_min_bytes: 256,
         name: name.to_owned(),
         path: path.to_owned(),
         mode: Mode::Json,

@@ -7,6 +7,8 @@ use crate::{Endpoint, Mode, Policy, StateError, StateFile, Subprotocol};
 
 fn base() -> Policy {
     let chat = Endpoint {
+        compression: false,
+        compression_min_bytes: 256,
         name: "chat".to_owned(),
         path: "/chat".to_owned(),
         mode: Mode::Relay,

@@ -113,10 +113,14 @@ async fn run(
     let grace = node.config.heartbeat.max(Duration::from_secs(1));
     let outbox = Outbox::new(node.config.outbox_capacity, node.config.outbox_max_bytes);
     let _ = outbox.borrow_mut().push(Bytes::from(head));
+    let deflate = admission.deflate;
+    if let Some(deflate) = deflate {
+        outbox.borrow_mut().compress_from = deflate.compress_from;
+    }
     let connections = metrics().connections(&admission.endpoint);
     connections.inc();
     let session = WsSession::new(node.clone(), rooms, slot, outbox.clone(), admission);
-    let reader = WsReader::new(io.clone(), &early, max, outbox.clone());
+    let reader = WsReader::new(io.clone(), &early, max, deflate.is_some(), outbox.clone());
     // The HTTP codec's read buffer (kilobytes of capacity) must not live on in this future for
     // the session's whole life: the reader copied what it needs.
     drop(early);

@@ -680,7 +680,7 @@ impl WsSession {
             Mode::Relay => self.relay(opcode, payload, ctx),
             // Under the outbox's byte bound: a client that does not read its echoes is evicted.
             Mode::Echo => {
-                let _ = self.out.borrow_mut().push(frame(opcode, payload));
+                let _ = self.out.borrow_mut().push_data(frame(opcode, payload));
             }
         }
     }

@@ -36,6 +36,7 @@ impl Stalled {
         let slot = node.try_acquire_slot().unwrap();
         let out = Outbox::new(node.config.outbox_capacity, node.config.outbox_max_bytes);
         let admission = Admission {
+            deflate: None,
             endpoint: Arc::from("default"),
             mode: Mode::Json,
             relay: None,

@@ -28,6 +28,16 @@ pub(crate) struct Admission {
     /// Relay mode: the room the path named, as a room key of its own (see [`relay_room_key`]).
     pub(crate) relay: Option<RelayRoom>,
     pub(crate) claims: Option<Box<Claims>>,
+    /// permessage-deflate was negotiated: what the client sends may be compressed, and data
+    /// frames of at least `compress_from` bytes are sent compressed (`None`: none are, see
+    /// [`crate::deflate::Agreed::compress_out`]).
+    pub(crate) deflate: Option<Deflate>,
+}
+
+/// A session's permessage-deflate terms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deflate {
+    pub(crate) compress_from: Option<usize>,
 }
 
 /// The room of a relay session.
@@ -338,6 +348,17 @@ pub(crate) fn handshake(
         limits.open(ip).map_err(too_many)?;
         slot.ip = Some(ip);
     }
+    // An offer that is not text, or that the hub declines, leaves the session uncompressed.
+    let deflate = endpoint
+        .compression
+        .then(|| {
+            crate::deflate::negotiate(
+                req.headers()
+                    .get_all("sec-websocket-extensions")
+                    .filter_map(|v| v.to_str().ok()),
+            )
+        })
+        .flatten();
     let accept = hash_key(key.as_bytes());
     let mut head = Vec::with_capacity(160);
     head.extend_from_slice(
@@ -348,6 +369,10 @@ pub(crate) fn handshake(
         head.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         head.extend_from_slice(protocol.name.as_bytes());
     }
+    if let Some(agreed) = &deflate {
+        head.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        head.extend_from_slice(agreed.response.as_bytes());
+    }
     head.extend_from_slice(b"\r\n\r\n");
     Ok(Accepted {
         head,
@@ -357,6 +382,11 @@ pub(crate) fn handshake(
             mode,
             relay,
             claims,
+            deflate: deflate.map(|agreed| Deflate {
+                compress_from: agreed
+                    .compress_out
+                    .then_some(endpoint.compression_min_bytes),
+            }),
         },
     })
 }

@@ -53,10 +53,22 @@ impl std::fmt::Debug for WsReader {
 impl WsReader {
     /// A reader of messages of at most `max` bytes, starting with the bytes that arrived with
     /// the handshake.
-    pub(crate) fn new(io: Rc<TcpStream>, early: &[u8], max: usize, out: SharedOutbox) -> Self {
+    /// With `deflate`, the session negotiated permessage-deflate.
+    pub(crate) fn new(
+        io: Rc<TcpStream>,
+        early: &[u8],
+        max: usize,
+        deflate: bool,
+        out: SharedOutbox,
+    ) -> Self {
+        let decoder = Decoder::new(early, max);
         WsReader {
             io,
-            decoder: Decoder::new(early, max),
+            decoder: if deflate {
+                decoder.with_deflate()
+            } else {
+                decoder
+            },
             done: false,
             turn: 0,
             out,

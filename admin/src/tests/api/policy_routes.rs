@@ -6,6 +6,8 @@ use crate::{AdminOptions, Endpoint, Mode, Policy, StateFile, Subprotocol};
 
 fn two_endpoints() -> Policy {
     let relay = Endpoint {
+        compression: false,
+        compression_min_bytes: 256,
         name: "relay".to_owned(),
         path: "/relay".to_owned(),
         mode: Mode::Relay,

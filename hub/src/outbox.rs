@@ -91,13 +91,19 @@ impl Outgoing {
     #[inline]
     fn for_member(&self, compress_from: Option<usize>) -> &Rc<Frame> {
         match compress_from {
-            Some(min) if self.plain.len() >= min => self
-                .deflated
-                .get_or_init(|| deflate_frame(&self.plain).map(Rc::new))
-                .as_ref()
-                .unwrap_or(&self.plain),
+            Some(min) if self.plain.len() >= min => self.deflated(),
             _ => &self.plain,
         }
+    }
+
+    /// Out of line: the fan-out loop for members without compression stays as small as it was.
+    #[cold]
+    #[inline(never)]
+    fn deflated(&self) -> &Rc<Frame> {
+        self.deflated
+            .get_or_init(|| deflate_frame(&self.plain).map(Rc::new))
+            .as_ref()
+            .unwrap_or(&self.plain)
     }
 }
 

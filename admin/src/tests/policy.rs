@@ -501,6 +501,8 @@ fn endpoints_serialize_for_the_admin_api() {
             "origins": ["https://example.com"],
             "subprotocols": [{"name": "switchboard.v1", "mode": "json"}],
             "require_subprotocol": false,
+            "compression": false,
+            "compression_min_bytes": 256,
         })
     );
 }

@@ -31,12 +31,12 @@ async fn endpoints_are_listed_and_shown() {
             {
                 "name": "default", "path": "/ws", "mode": "json", "origins": [],
                 "subprotocols": [{"name": "switchboard.v1", "mode": "json"}],
-                "require_subprotocol": false
+                "require_subprotocol": false, "compression": false, "compression_min_bytes": 256
             },
             {
                 "name": "relay", "path": "/relay", "mode": "relay",
                 "origins": ["https://app.example.com"], "subprotocols": [],
-                "require_subprotocol": false
+                "require_subprotocol": false, "compression": false, "compression_min_bytes": 256
             }
         ])
     );

@@ -709,12 +709,31 @@ mod tests {
     }
 
     #[test]
+    fn compressed_messages_are_inflated() {
+        let text = b"{\"op\":\"message\",\"data\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}";
+        let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
+        let mut z = Vec::with_capacity(256);
+        c.compress_vec(text, &mut z, flate2::FlushCompress::Sync)
+            .unwrap();
+        z.truncate(z.len() - 4);
+        let mut f = frame(true, op::TEXT, &z);
+        f[0] |= 0x40;
+        let mut r = Reader::default();
+        r.push(&f);
+        r.push(&f);
+        for _ in 0..2 {
+            assert_eq!(r.next().unwrap(), Some(Item::Data(Kind::Text, &text[..])));
+        }
+        assert_eq!(r.next().unwrap(), None);
+    }
+
+    #[test]
     fn protocol_errors() {
         let bad: [&[u8]; 8] = [
             // Masked server frame.
             &[0x81, 0x81, 1, 2, 3, 4, b'a'],
-            // Reserved bit.
-            &[0xC1, 0x00],
+            // Reserved bit (RSV2; RSV1 is permessage-deflate's).
+            &[0xA1, 0x00],
             // Reserved opcode.
             &[0x83, 0x00],
             // Fragmented ping.

@@ -714,7 +714,7 @@ mod tests {
         let mut c = flate2::Compress::new(flate2::Compression::fast(), false);
         let mut z = Vec::with_capacity(256);
         c.compress_vec(text, &mut z, flate2::FlushCompress::Sync)
-            .unwrap();
+            .expect("deflate");
         z.truncate(z.len() - 4);
         let mut f = frame(true, op::TEXT, &z);
         f[0] |= 0x40;
@@ -722,9 +722,12 @@ mod tests {
         r.push(&f);
         r.push(&f);
         for _ in 0..2 {
-            assert_eq!(r.next().unwrap(), Some(Item::Data(Kind::Text, &text[..])));
+            assert_eq!(
+                r.next().expect("a message"),
+                Some(Item::Data(Kind::Text, &text[..]))
+            );
         }
-        assert_eq!(r.next().unwrap(), None);
+        assert_eq!(r.next().expect("nothing more"), None);
     }
 
     #[test]

@@ -358,7 +358,10 @@ impl Decoder {
 
     fn step(&mut self) -> Result<Step, Violation> {
         self.check_header()?;
-        if self.deflate && self.buf.first().is_some_and(|b| b & RSV1 != 0) {
+        // Only once `check_header` has seen the first two bytes (RSV1 on a continuation or
+        // control frame is refused there): a bit taken off before that would hide the frame's
+        // violation from it.
+        if self.deflate && self.buf.len() >= 2 && self.buf[0] & RSV1 != 0 {
             self.buf[0] &= !RSV1;
             self.front_compressed = true;
         }
@@ -614,6 +617,19 @@ mod tests {
             Ok(Some(Message::Binary(b))) => assert_eq!(&b[..], &[7u8; 3000][..]),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Found by the `frame_reader` fuzz target: RSV1 on a continuation frame whose first byte
+    /// arrived alone was taken off before the header was checked, so the frame passed.
+    #[test]
+    fn rsv1_on_a_continuation_is_refused_however_its_header_arrives() {
+        let bytes = [0x40u8, 0xfd, 0x00];
+        let mut whole = Decoder::new(&bytes, 4096).with_deflate();
+        assert_eq!(whole.decode().unwrap_err().code, close::PROTOCOL_ERROR);
+        let mut cut = Decoder::new(&bytes[..1], 4096).with_deflate();
+        assert!(matches!(cut.decode(), Ok(None)));
+        cut.extend(&bytes[1..]);
+        assert_eq!(cut.decode().unwrap_err().code, close::PROTOCOL_ERROR);
     }
 
     #[test]

@@ -1,8 +1,16 @@
 //! The hub's commands (`switchboard serve`, `switchboard health`): configuration, logging,
 //! listeners and the hub until a signal; the health probe of a running hub. The binary (`main.rs`) adds the load generator's `bench` beside them; [`main`] is
-//! the command line without it.
+//! the command line without it. `switchboard sub` and `switchboard pub` are the command-line
+//! client (`client.rs`: the session and reconnection they share).
 
+mod client;
 mod health;
+mod http;
+mod publish;
+mod sub;
+
+pub use publish::PubArgs;
+pub use sub::SubArgs;
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -21,6 +29,12 @@ pub enum HubCommand {
     /// Ask a running hub whether it is ready (`/readyz` of its admin listener); exit 0 if so.
     /// Reads the same configuration as `serve`, so it finds the admin listener the hub uses.
     Health(HealthArgs),
+    /// Subscribe to rooms of a running hub and print their messages, one JSON line each.
+    #[command(after_help = sub::HELP)]
+    Sub(SubArgs),
+    /// Publish a message, or one per line of stdin, to a room of a running hub.
+    #[command(name = "pub", after_help = publish::HELP)]
+    Pub(PubArgs),
 }
 
 /// Switchboard: a realtime pub/sub hub over WebSocket.
@@ -41,6 +55,8 @@ pub fn run(command: HubCommand) -> ExitCode {
     match command {
         HubCommand::Serve(args) => serve(args),
         HubCommand::Health(args) => health(args),
+        HubCommand::Sub(args) => sub::main(args),
+        HubCommand::Pub(args) => publish::main(args),
     }
 }
 

@@ -122,6 +122,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// What the room histories of a standalone node may hold in all, in bytes.
     pub history_memory_bytes: usize,
+    /// Serve the demo pages (`/demo/chat`, `/demo/dashboard`) and give `demo:*` rooms history,
+    /// presence and join/leave where no `[[rooms]]` table matches them first.
+    pub demos: bool,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `switchboard_hub=debug,info`, ...).
@@ -196,6 +199,7 @@ const KEYS: &[(&str, ValueKind)] = &[
     ("handshakes_per_ip_per_second", ValueKind::Number),
     ("trusted_proxies", ValueKind::String),
     ("handshake_timeout", ValueKind::Number),
+    ("demos", ValueKind::Bool),
     ("log_format", ValueKind::String),
     ("log_level", ValueKind::String),
 ];
@@ -204,6 +208,7 @@ const KEYS: &[(&str, ValueKind)] = &[
 enum ValueKind {
     String,
     Number,
+    Bool,
 }
 
 /// The raw file shape: every key optional, unknown keys refused (a typo must not pass silently).
@@ -245,6 +250,7 @@ struct FileConfig {
     handshakes_per_ip_per_second: Option<f64>,
     trusted_proxies: Option<String>,
     handshake_timeout: Option<f64>,
+    demos: Option<bool>,
     log_format: Option<String>,
     log_level: Option<String>,
 }
@@ -384,6 +390,11 @@ impl RoomRules {
         self.0.iter().any(|(_, o)| o.tracks_members())
     }
 
+    /// Adds a rule after the others (it applies where none of them matches).
+    pub fn push(&mut self, pattern: String, options: RoomOptions) {
+        self.0.push((pattern, std::sync::Arc::new(options)));
+    }
+
     /// Rules for tests and embedders: `(pattern, options)` in order.
     pub fn new(rules: Vec<(String, RoomOptions)>) -> Self {
         RoomRules(
@@ -392,6 +403,20 @@ impl RoomRules {
                 .map(|(p, o)| (p, std::sync::Arc::new(o)))
                 .collect(),
         )
+    }
+}
+
+/// The rooms the demo pages use.
+pub const DEMO_ROOMS: &str = "demo:*";
+
+/// What the demo pages need of their rooms: the last messages on join, who is there.
+fn demo_room_options() -> RoomOptions {
+    RoomOptions {
+        history_size: 100,
+        history_ttl: Some(Duration::from_secs(3600)),
+        presence: true,
+        join_leave: true,
+        leave_debounce: DEFAULT_LEAVE_DEBOUNCE,
     }
 }
 
@@ -542,6 +567,12 @@ fn env_value(kind: ValueKind, value: &str) -> toml::Value {
                 toml::Value::String(value.to_owned())
             }
         }
+        ValueKind::Bool => match value.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            // Kept as a string so the type error names the key.
+            other => toml::Value::String(other.to_owned()),
+        },
     }
 }
 
@@ -763,7 +794,12 @@ impl FileConfig {
             1,
             1_000_000,
         )?;
-        let rooms = room_rules(self.rooms)?;
+        let demos = self.demos.unwrap_or(true);
+        let mut rooms = room_rules(self.rooms)?;
+        if demos {
+            // Last, so that an operator's own table for these rooms wins.
+            rooms.push(DEMO_ROOMS.to_owned(), demo_room_options());
+        }
         let rate = |key: &'static str, v: Option<f64>| -> Result<f64, ConfigError> {
             match v {
                 None => Ok(0.0),
@@ -883,6 +919,7 @@ impl FileConfig {
             trusted_proxies,
             handshake_timeout,
             history_memory_bytes,
+            demos,
             log_format,
             log_level,
         })

@@ -28,9 +28,11 @@
 //!   its actix-web-actors context, the only use of that crate.
 //! - `control.rs`: [`Control`], the hub's side of the admin API (`switchboard_admin::Hub`).
 //! - `shutdown.rs`: the drain, closing sessions spread over a window.
+//! - `pages.rs`: the embedded JavaScript client (`/client/switchboard.js`) and demo pages.
 //! - `server.rs`: [`serve`], which runs the hub on an already-bound listener until a shutdown
 //!   future resolves; the HTTP wiring and the upgrade hook.
-//! - `cli.rs`: `switchboard serve` (`main.rs` adds `switchboard bench`, feature `bench`).
+//! - `cli/`: `switchboard serve`, `health`, and the client commands `sub` and `pub` (`main.rs`
+//!   adds `switchboard bench`, feature `bench`).
 //!
 //! # The path of a publish
 //! A session validates the frame and hands the publish to `publish.rs`, as the relay and the
@@ -77,6 +79,7 @@ mod messages;
 pub mod metrics;
 mod node;
 mod outbox;
+mod pages;
 mod presence;
 mod publish;
 mod room;

@@ -19,7 +19,10 @@ use actix_web::rt::net::TcpStream;
 use actix_web::{dev::AppConfig, http::StatusCode, web, App, HttpRequest, HttpResponse};
 use socket2::{Domain, Socket, Type};
 
-use crate::{config::Config, control::Control, node::Node, session, shutdown, worker::WorkerRooms};
+use crate::{
+    config::Config, control::Control, node::Node, session, shutdown,
+    transport::handshake::check_plain, worker::WorkerRooms,
+};
 
 /// Listen backlog: connection storms (a fleet reconnecting after a deploy) must not overflow it.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -172,6 +175,7 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
             max_parts: config.http_max_parts,
         },
     );
+    let pages = crate::pages::configure(config.demos);
     let server = actix_server::Server::build()
         .workers(workers)
         .disable_signals()
@@ -197,6 +201,7 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
             // Every other request is plain HTTP: the publishing API, or a refusal.
             let app = App::new()
                 .configure(publishing.clone())
+                .configure(pages.clone())
                 .default_service(web::to(move |req: HttpRequest| {
                     let node = http_node.clone();
                     async move { plain_http(&node, &req) }
@@ -215,8 +220,42 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
 }
 
 /// A request without `Upgrade`: 426 on a WebSocket endpoint (the client forgot to upgrade, or a
-/// proxy dropped the headers), 404 elsewhere.
+/// proxy dropped the headers), 404 elsewhere. A request the handshake would refuse for its
+/// Origin or its token gets that refusal instead (403, 401): a browser whose WebSocket failed
+/// before it opened sees only 1006, and learns this way whether retrying can help. The answer
+/// names the page's origin in `Access-Control-Allow-Origin` so that a page of another origin may
+/// read it; it holds nothing but the verdict.
 fn plain_http(node: &Node, req: &HttpRequest) -> HttpResponse {
+    let mut response = match check_plain(req.headers(), req.uri(), node) {
+        Ok(()) => upgrade_required(node, req),
+        Err(refusal) => {
+            let (status, _) = refusal.kind.status();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut response = json_error(status, refusal.kind.code(), &refusal.message);
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    actix_web::http::header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            response
+        }
+    };
+    if let Some(origin) = req.headers().get("origin") {
+        let headers = response.headers_mut();
+        headers.insert(
+            actix_web::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            origin.clone(),
+        );
+        headers.insert(
+            actix_web::http::header::VARY,
+            actix_web::http::header::HeaderValue::from_static("origin"),
+        );
+    }
+    response
+}
+
+fn upgrade_required(node: &Node, req: &HttpRequest) -> HttpResponse {
     let policy = node.policy.load();
     match policy.route(req.path()) {
         Some((endpoint, _)) => HttpResponse::build(StatusCode::UPGRADE_REQUIRED)

@@ -5,10 +5,14 @@
 use std::{net::IpAddr, sync::Arc};
 
 use actix_http::{
+    header::HeaderMap,
     ws::{hash_key, verify_handshake},
-    HttpMessage, Request,
+    HttpMessage, Request, Uri,
 };
-use switchboard_admin::{policy::NegotiationError, Claims, Mode, Negotiation};
+use switchboard_admin::{
+    policy::{Endpoint, NegotiationError, Policy},
+    Claims, Mode, Negotiation,
+};
 use switchboard_protocol::validate_room;
 
 use crate::{
@@ -229,30 +233,7 @@ pub(crate) fn handshake(
         return Err(refuse(Refused::BadHandshake, "missing Sec-WebSocket-Key"));
     };
 
-    let mut origins = req.headers().get_all("origin");
-    let origin = match (origins.next(), origins.next()) {
-        (None, _) => None,
-        (Some(value), None) => Some(
-            value
-                .to_str()
-                .map_err(|_| refuse(Refused::Origin, "the Origin header is not text"))?,
-        ),
-        (Some(_), Some(_)) => return Err(refuse(Refused::Origin, "more than one Origin header")),
-    };
-    if !endpoint.origin_allowed(origin) {
-        let message = match origin {
-            None => format!(
-                "endpoint {:?} accepts only listed origins and the request has no Origin header",
-                endpoint.name
-            ),
-            Some(origin) => format!(
-                "origin {:?} is not allowed on endpoint {:?}",
-                truncate(origin, 200),
-                endpoint.name
-            ),
-        };
-        return Err(refuse(Refused::Origin, message));
-    }
+    check_origin(req.headers(), endpoint)?;
 
     let mut offered = Vec::new();
     for value in req.headers().get_all("sec-websocket-protocol") {
@@ -290,18 +271,7 @@ pub(crate) fn handshake(
     })?;
     let mode = endpoint.mode_for(&negotiation);
 
-    let claims = match policy.token() {
-        None => None,
-        Some(token_key) => {
-            let token = bearer_token(req)?
-                .or_else(|| query_token(req))
-                .ok_or_else(|| refuse(Refused::Unauthorized, "missing token"))?;
-            let claims = token_key
-                .verify(&token, crate::unix_now())
-                .map_err(|e| refuse(Refused::Unauthorized, e.to_string()))?;
-            Some(Box::new(claims))
-        }
-    };
+    let claims = check_token(req.headers(), req.uri(), &policy)?;
 
     let relay = match mode {
         Mode::Relay => {
@@ -391,9 +361,73 @@ pub(crate) fn handshake(
     })
 }
 
+/// The endpoint's Origin rule (403).
+fn check_origin(headers: &HeaderMap, endpoint: &Endpoint) -> Result<(), Box<Refusal>> {
+    let mut origins = headers.get_all("origin");
+    let origin = match (origins.next(), origins.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .map_err(|_| refuse(Refused::Origin, "the Origin header is not text"))?,
+        ),
+        (Some(_), Some(_)) => return Err(refuse(Refused::Origin, "more than one Origin header")),
+    };
+    if !endpoint.origin_allowed(origin) {
+        let message = match origin {
+            None => format!(
+                "endpoint {:?} accepts only listed origins and the request has no Origin header",
+                endpoint.name
+            ),
+            Some(origin) => format!(
+                "origin {:?} is not allowed on endpoint {:?}",
+                truncate(origin, 200),
+                endpoint.name
+            ),
+        };
+        return Err(refuse(Refused::Origin, message));
+    }
+    Ok(())
+}
+
+/// The token, where tokens are in use (401): its verified claims.
+fn check_token(
+    headers: &HeaderMap,
+    uri: &Uri,
+    policy: &Policy,
+) -> Result<Option<Box<Claims>>, Box<Refusal>> {
+    let Some(token_key) = policy.token() else {
+        return Ok(None);
+    };
+    let token = bearer_token(headers)?
+        .or_else(|| query_token(uri))
+        .ok_or_else(|| refuse(Refused::Unauthorized, "missing token"))?;
+    let claims = token_key
+        .verify(&token, crate::unix_now())
+        .map_err(|e| refuse(Refused::Unauthorized, e.to_string()))?;
+    Ok(Some(Box::new(claims)))
+}
+
+/// The checks of [`handshake`] that a request without `Upgrade` can be put to: the endpoint
+/// (404), the Origin (403) and the token (401). A client whose WebSocket failed before it opened
+/// (a browser sees only 1006) asks the same URL over HTTP to learn whether it was refused.
+pub(crate) fn check_plain(headers: &HeaderMap, uri: &Uri, node: &Node) -> Result<(), Box<Refusal>> {
+    let policy = node.policy.load();
+    let Some((endpoint, _)) = policy.route(uri.path()) else {
+        return Err(refuse(Refused::NotFound, "no such endpoint"));
+    };
+    // A browser sends no Origin on a same-origin GET (its WebSocket handshake always has one):
+    // only a request that names its origin is held to the rule.
+    if headers.contains_key("origin") {
+        check_origin(headers, endpoint)?;
+    }
+    check_token(headers, uri, &policy)?;
+    Ok(())
+}
+
 /// The token of an `Authorization: Bearer` header, if the request has one.
-fn bearer_token(req: &Request) -> Result<Option<String>, Box<Refusal>> {
-    let Some(value) = req.headers().get("authorization") else {
+fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, Box<Refusal>> {
+    let Some(value) = headers.get("authorization") else {
         return Ok(None);
     };
     let value = value.to_str().map_err(|_| {
@@ -414,8 +448,8 @@ fn bearer_token(req: &Request) -> Result<Option<String>, Box<Refusal>> {
 }
 
 /// The `token` query parameter: browsers cannot set headers on a WebSocket handshake.
-fn query_token(req: &Request) -> Option<String> {
-    let query = req.uri().query()?;
+fn query_token(uri: &Uri) -> Option<String> {
+    let query = uri.query()?;
     query.split('&').find_map(|pair| {
         let value = pair.strip_prefix("token=")?;
         percent_encoding::percent_decode_str(value)

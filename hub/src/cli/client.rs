@@ -579,6 +579,17 @@ impl Connector {
         }
     }
 
+    /// A connector for the command line's URL list (comma-separated) and `--token`.
+    pub(crate) fn from_args(
+        command: &'static str,
+        urls: &str,
+        token: Option<&str>,
+    ) -> Result<Connector, Failure> {
+        let urls = ws_urls(urls)?;
+        let token = token.map(|t| bearer("token", t)).transpose()?;
+        Ok(Connector::new(command, urls, token))
+    }
+
     /// Opens a session on the next URL, and on the following ones with the backoff between
     /// attempts. Ends the command (`Err`) on:
     /// - a 4xx answer (but 408 and 429) to the first connection, and a 401 or 403 to any;

@@ -132,16 +132,10 @@ pub(crate) fn main(args: PubArgs) -> ExitCode {
         };
         return http::main(job, data);
     }
-    let urls = match client::ws_urls(&args.url) {
-        Ok(urls) => urls,
+    let mut connector = match Connector::from_args(COMMAND, &args.url, args.token.as_deref()) {
+        Ok(connector) => connector,
         Err(failure) => return failure.report(COMMAND),
     };
-    let token = match args.token.as_deref().map(|t| client::bearer("token", t)) {
-        None => None,
-        Some(Ok(token)) => Some(token),
-        Some(Err(failure)) => return failure.report(COMMAND),
-    };
-    let mut connector = Connector::new(COMMAND, urls, token);
     match data {
         Some(data) => client::block_on(COMMAND, async move {
             tokio::select! {

@@ -60,17 +60,11 @@ const COMMAND: &str = "sub";
 
 /// Runs `switchboard sub`.
 pub(crate) fn main(args: SubArgs) -> ExitCode {
-    let urls = match client::ws_urls(&args.url) {
-        Ok(urls) => urls,
+    let mut connector = match Connector::from_args(COMMAND, &args.url, args.token.as_deref()) {
+        Ok(connector) => connector,
         Err(failure) => return failure.report(COMMAND),
     };
-    let token = match args.token.as_deref().map(|t| client::bearer("token", t)) {
-        None => None,
-        Some(Ok(token)) => Some(token),
-        Some(Err(failure)) => return failure.report(COMMAND),
-    };
     client::block_on(COMMAND, async move {
-        let mut connector = Connector::new(COMMAND, urls, token);
         let outcome = tokio::select! {
             outcome = run(&args, &mut connector) => outcome,
             () = client::interrupted() => Ok(()),

@@ -151,6 +151,33 @@ fn the_deployment_example_is_valid() {
     let chat = c.rooms.of("chat:lobby").unwrap();
     assert_eq!(chat.history_size, 100);
     assert!(chat.presence && chat.join_leave);
+    assert!(!c.demos, "no demo pages in production");
+    assert!(c.rooms.of("demo:chat:lobby").is_none());
+}
+
+#[test]
+fn demos_are_on_by_default_with_their_rooms_after_the_operators_tables() {
+    let c = load("", &[]).unwrap();
+    assert!(c.demos);
+    let demo = c.rooms.of("demo:chat:lobby").unwrap();
+    assert!(demo.history() && demo.presence && demo.join_leave);
+    assert!(c.rooms.of("chat:lobby").is_none(), "only demo:* rooms");
+    // An operator's table for demo rooms comes first and wins.
+    let c = load("[[rooms]]\npattern = \"demo:*\"\nhistory_size = 7\n", &[]).unwrap();
+    assert_eq!(c.rooms.of("demo:x").unwrap().history_size, 7);
+    for (value, on) in [("false", false), ("0", false), ("true", true), ("1", true)] {
+        assert_eq!(
+            load("", &[("SWITCHBOARD_DEMOS", value)]).unwrap().demos,
+            on,
+            "{value}"
+        );
+    }
+    let c = load("demos = false", &[]).unwrap();
+    assert!(!c.demos && c.rooms.of("demo:x").is_none());
+    let error = load("", &[("SWITCHBOARD_DEMOS", "maybe")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("demos"), "{error}");
 }
 
 #[test]

@@ -230,6 +230,28 @@ describe("one node", () => {
     assert.ok(asked >= 2, `getToken asked ${asked} times`);
     assert.equal(dropped, 0, "no disconnect across two expiries");
     assert.equal(lasting.welcome.session, welcome.session, "the same session");
+
+    // A refresh that fails lets the token expire (4002); getToken then gives the reconnect a
+    // new token, and the rooms come back.
+    let calls = 0;
+    const flaky = client(hub.url, {
+      token: grant(now() + 2),
+      getToken: () => {
+        calls++;
+        if (calls === 1) throw new Error("the token service is down");
+        return grant(now() + 60);
+      },
+    });
+    const seen = recorder(flaky, "after-expiry");
+    const firstWelcome = await next(flaky, "connected");
+    const expired = await next(flaky, "disconnected", 8000);
+    assert.equal(expired.code, 4002);
+    assert.equal(expired.willReconnect, true);
+    const secondWelcome = await next(flaky, "connected", 8000);
+    assert.notEqual(secondWelcome.session, firstWelcome.session);
+    await until(() => seen.acks === 2, 5000, "resubscribed");
+    await flaky.publish("after-expiry", "still here");
+    await until(() => seen.messages.length === 1, 5000, "a message after the new token");
     await hub.kill();
   });
 });

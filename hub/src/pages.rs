@@ -23,7 +23,7 @@ impl Asset {
         Asset {
             body,
             content_type,
-            etag: format!("\"{:016x}\"", fnv1a(body.as_bytes())),
+            etag: format!("\"{:016x}\"", crate::fnv1a(body.as_bytes())),
         }
     }
 
@@ -83,11 +83,4 @@ pub(crate) fn configure(demos: bool) -> impl Fn(&mut web::ServiceConfig) + Clone
                 );
         }
     }
-}
-
-/// FNV-1a, 64 bits: a validator for files that change only with the binary.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

@@ -18,6 +18,7 @@ use actix_service::{fn_service, map_config};
 use actix_web::rt::net::TcpStream;
 use actix_web::{dev::AppConfig, http::StatusCode, web, App, HttpRequest, HttpResponse};
 use socket2::{Domain, Socket, Type};
+use switchboard_admin::policy::Endpoint;
 
 use crate::{
     config::Config, control::Control, node::Node, session, shutdown,
@@ -226,8 +227,9 @@ fn build(node: Arc<Node>, listener: TcpListener) -> io::Result<actix_web::dev::S
 /// names the page's origin in `Access-Control-Allow-Origin` so that a page of another origin may
 /// read it; it holds nothing but the verdict.
 fn plain_http(node: &Node, req: &HttpRequest) -> HttpResponse {
-    let mut response = match check_plain(req.headers(), req.uri(), node) {
-        Ok(()) => upgrade_required(node, req),
+    let policy = node.policy.load();
+    let mut response = match check_plain(req.headers(), req.uri(), &policy) {
+        Ok(endpoint) => upgrade_required(endpoint),
         Err(refusal) => {
             let (status, _) = refusal.kind.status();
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -255,20 +257,16 @@ fn plain_http(node: &Node, req: &HttpRequest) -> HttpResponse {
     response
 }
 
-fn upgrade_required(node: &Node, req: &HttpRequest) -> HttpResponse {
-    let policy = node.policy.load();
-    match policy.route(req.path()) {
-        Some((endpoint, _)) => HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
-            .insert_header(("upgrade", "websocket"))
-            .insert_header(("connection", "upgrade"))
-            .content_type("text/plain; charset=utf-8")
-            .body(format!(
-                "426 Upgrade Required: endpoint {:?} speaks WebSocket only ({} mode)\n",
-                endpoint.name,
-                endpoint.mode.as_str()
-            )),
-        None => json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-    }
+fn upgrade_required(endpoint: &Endpoint) -> HttpResponse {
+    HttpResponse::build(StatusCode::UPGRADE_REQUIRED)
+        .insert_header(("upgrade", "websocket"))
+        .insert_header(("connection", "upgrade"))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!(
+            "426 Upgrade Required: endpoint {:?} speaks WebSocket only ({} mode)\n",
+            endpoint.name,
+            endpoint.mode.as_str()
+        ))
 }
 
 /// `name=path (mode)` for each endpoint, for the start-up log line.

@@ -198,7 +198,7 @@ async fn member(hub: &TestHub, room: &str) -> Client {
     c
 }
 
-/// Publishes `text` (a raw publish frame with id 9) and waits for its ack.
+/// Sends `frame` (a raw publish frame with an id) and waits for its ack.
 async fn publish_raw(c: &mut Client, frame: &str) -> Value {
     c.send_text(frame).await;
     loop {
@@ -616,12 +616,8 @@ async fn a_gap_is_reported_when_what_was_missed_cannot_be_recovered() {
     let urls = format!("{},{}", a.ws_url(), b.ws_url());
     let mut sub = Cli::run(&["sub", "--data", &urls, "chat:g", "plain", "--count", "2"]);
     sub.stderr_line("subscribed to 2 rooms").await;
-    let mut publisher = Client::connect(&a).await;
-    publish_raw(
-        &mut publisher,
-        r#"{"op":"publish","room":"chat:g","data":"one","id":1}"#,
-    )
-    .await;
+    let publish = r#"{"op":"publish","room":"chat:g","data":"one","id":1}"#;
+    publish_raw(&mut Client::connect(&a).await, publish).await;
     assert_eq!(sub.stdout_line().await, r#""one""#);
 
     crash(&a);
@@ -629,12 +625,8 @@ async fn a_gap_is_reported_when_what_was_missed_cannot_be_recovered() {
     assert!(line.contains("new epoch"), "{line}");
     sub.stderr_line("gap in room \"plain\"").await;
     sub.stderr_line("reconnected to").await;
-    let mut publisher = Client::connect(&b).await;
-    publish_raw(
-        &mut publisher,
-        r#"{"op":"publish","room":"chat:g","data":"two","id":1}"#,
-    )
-    .await;
+    let publish = r#"{"op":"publish","room":"chat:g","data":"two","id":1}"#;
+    publish_raw(&mut Client::connect(&b).await, publish).await;
     let (status, rest, err) = sub.finish(STEP).await;
     assert_eq!(code(status), Some(0), "{err}");
     assert_eq!(rest, [r#""two""#]);

@@ -431,12 +431,8 @@ impl RedisBroker {
 
 impl Shared {
     fn shard_of(&self, room: &str) -> &Shard {
-        // FNV-1a: fixed, so that every node puts a room on the same instance.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in room.as_bytes() {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        // Fixed, so that every node puts a room on the same instance.
+        let hash = crate::fnv1a(room.as_bytes());
         &self.shards[(hash % self.shards.len() as u64) as usize]
     }
 

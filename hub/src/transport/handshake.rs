@@ -411,8 +411,12 @@ fn check_token(
 /// The checks of [`handshake`] that a request without `Upgrade` can be put to: the endpoint
 /// (404), the Origin (403) and the token (401). A client whose WebSocket failed before it opened
 /// (a browser sees only 1006) asks the same URL over HTTP to learn whether it was refused.
-pub(crate) fn check_plain(headers: &HeaderMap, uri: &Uri, node: &Node) -> Result<(), Box<Refusal>> {
-    let policy = node.policy.load();
+/// Its answer is the endpoint that would take the WebSocket.
+pub(crate) fn check_plain<'p>(
+    headers: &HeaderMap,
+    uri: &'p Uri,
+    policy: &'p Policy,
+) -> Result<&'p Endpoint, Box<Refusal>> {
     let Some((endpoint, _)) = policy.route(uri.path()) else {
         return Err(refuse(Refused::NotFound, "no such endpoint"));
     };
@@ -421,8 +425,8 @@ pub(crate) fn check_plain(headers: &HeaderMap, uri: &Uri, node: &Node) -> Result
     if headers.contains_key("origin") {
         check_origin(headers, endpoint)?;
     }
-    check_token(headers, uri, &policy)?;
-    Ok(())
+    check_token(headers, uri, policy)?;
+    Ok(endpoint)
 }
 
 /// The token of an `Authorization: Bearer` header, if the request has one.

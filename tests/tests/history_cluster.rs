@@ -388,3 +388,70 @@ async fn two_thousand_clients_recover_200_messages_each_across_three_nodes_at_on
         assert!(evicted.is_empty() || evicted.ends_with(" 0"), "{evicted}");
     }
 }
+
+/// A history read whose sessions all went away while it waited for Redis still ends (and
+/// frees its place among the node's reads in flight): clients that vanish in the middle of a
+/// recovering subscribe, more of them than reads may be in flight, do not leave the node unable
+/// to read a room's history for everyone after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_whose_sessions_vanished_still_end_and_later_subscribes_are_answered() {
+    let redis = RedisServer::start();
+    let a = TestHub::builder()
+        .set("redis_url", redis.url())
+        .set("node_id", "a")
+        // Sessions silent for two heartbeats (1 s, well within a read's 5 s) are timed out.
+        .set("heartbeat", 0.5)
+        .config(ROOMS)
+        .start();
+    ready(&[&a]).await;
+    // The room is subscribed in Redis before it freezes: the subscribes below go straight to
+    // their reads.
+    let mut stays = Client::connect(&a).await;
+    let ack = subscribe_recovering(&mut stays, "chat:v", None).await;
+    let epoch = ack["epoch"].as_str().unwrap().to_owned();
+
+    redis.pause();
+    // More than the node's reads in flight (32), each a read of its own (a different offset).
+    let mut gone = Vec::new();
+    for i in 0..48u64 {
+        let mut c = Client::connect(&a).await;
+        c.send(json!({"op":"subscribe","room":"chat:v","id":1,
+            "recover":{"epoch":epoch,"offset":i + 1000}}))
+            .await;
+        gone.push(c);
+    }
+    // Their reads wait for Redis; the clients vanish, and the node's heartbeat finds it out.
+    sleep(Duration::from_millis(300)).await;
+    drop(gone);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let body = a.admin("GET", "/metrics", None).await.body;
+        if switchboard_tests::metric_value(&body, "switchboard_connections") <= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the vanished clients' sessions did not end"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    redis.resume();
+
+    // Every read started above has timed out or been answered by now; a new one is answered.
+    let mut later = Client::connect(&a).await;
+    later
+        .send(json!({"op":"subscribe","room":"chat:v","id":7,
+            "recover":{"epoch":epoch,"offset":0}}))
+        .await;
+    // Answered at once, or else the session, waiting, misses two heartbeats and is closed.
+    let answer = timeout(Duration::from_secs(8), later.recv_message())
+        .await
+        .expect("an answer or a close in time");
+    let tokio_tungstenite::tungstenite::Message::Text(text) = answer else {
+        panic!("a recovering subscribe after the vanished ones was not answered: {answer:?}");
+    };
+    let ack: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ack["op"], "ack", "{ack}");
+    assert_eq!(ack["id"], 7, "{ack}");
+    drop(stays);
+}

@@ -490,32 +490,40 @@ impl Shared {
         from: Option<u64>,
         count: usize,
     ) -> Result<Arc<Read>, Unavailable> {
-        use futures_util::FutureExt;
         let key = (room.to_owned(), from, count);
-        let shared = {
-            let mut reads = lock(&self.reads);
-            reads
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    let me = self.clone();
-                    let (room, options) = (room.to_owned(), options.clone());
-                    async move {
-                        let read = match me.read_permits.acquire().await {
-                            Ok(_permit) => me
-                                .read_once(&room, &options, from, count)
-                                .await
-                                .map(Arc::new),
-                            Err(_) => Err(Unavailable("the node is stopping".to_owned())),
-                        };
-                        lock(&me.reads).remove(&key);
-                        read
-                    }
-                    .boxed()
-                    .shared()
-                })
-                .clone()
-        };
+        let shared = lock(&self.reads)
+            .entry(key.clone())
+            .or_insert_with(|| self.start_read(key, options.clone()))
+            .clone();
         shared.await
+    }
+
+    /// A read shared by every asker of the same key, running as a task of its own. A shared
+    /// future only advances while someone awaits it, and the sessions that asked may all be gone
+    /// before it ends (closed while they waited): unpolled, it would keep its place among the
+    /// reads in flight, and its entry in `reads`, for good, and `READS_IN_FLIGHT` such reads
+    /// would stop every history read of the node.
+    fn start_read(self: &Arc<Self>, key: ReadKey, options: Arc<RoomOptions>) -> SharedRead {
+        use futures_util::FutureExt;
+        let me = self.clone();
+        let read = async move {
+            let (room, from, count) = &key;
+            let read = match me.read_permits.acquire().await {
+                Ok(_permit) => me
+                    .read_once(room, &options, *from, *count)
+                    .await
+                    .map(Arc::new),
+                Err(_) => Err(Unavailable("the node is stopping".to_owned())),
+            };
+            lock(&me.reads).remove(&key);
+            read
+        }
+        .boxed()
+        .shared();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(read.clone());
+        }
+        read
     }
 
     async fn read_once(

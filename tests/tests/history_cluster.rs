@@ -437,7 +437,7 @@ async fn reads_whose_sessions_vanished_still_end_and_later_subscribes_are_answer
     }
     redis.resume();
 
-    // Every read started above has timed out or been answered by now; a new one is answered.
+    // Redis answers the reads started above (none is left unpolled), and a new one is answered.
     let mut later = Client::connect(&a).await;
     later
         .send(json!({"op":"subscribe","room":"chat:v","id":7,
